@@ -1,0 +1,175 @@
+"""Every setting, read once from the environment (``KLING_*``) and validated.
+
+``load_settings()`` is called at start-up by the CLI, never at import time, so tests can set the
+environment first. Secrets are ``SecretStr``: they print as ``**********`` in any repr or log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "MAX_WAIT_SECONDS",
+    "Settings",
+    "SettingsError",
+    "default_output_dir",
+    "load_settings",
+]
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+MAX_WAIT_SECONDS = 900
+
+# Marketplace snippets carry placeholders such as ${KLING_API_KEY} or {{api_key}}; users paste
+# them unchanged. Sending one to the vendor would only earn an opaque 1002.
+_TEMPLATE = re.compile(r"^\s*(\$\{[^}]*\}|\{\{[^}]*\}\}|<[^>]*>|\$[A-Z_][A-Z0-9_]*)\s*$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names the variable and the fix."""
+
+
+def default_output_dir() -> Path:
+    """``<the user's pictures folder>/kling``; platformdirs knows where that is on each OS."""
+    from platformdirs import user_pictures_dir
+
+    return Path(user_pictures_dir()) / "kling"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The server's configuration. Each field is the env var ``KLING_<FIELD>`` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="KLING_", extra="ignore", frozen=True)
+
+    # --- vendor access -------------------------------------------------------------------
+    api_key: SecretStr | None = Field(default=None, description="API key, sent as `Bearer <key>`.")
+    access_key: SecretStr | None = Field(default=None, description="Access key (JWT issuer).")
+    secret_key: SecretStr | None = Field(default=None, description="Secret key that signs the JWT.")
+    api_base_url: str = Field(default=DEFAULT_BASE_URL, description="Vendor API base URL.")
+    http_timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds per HTTP request.")
+
+    # --- behaviour ---------------------------------------------------------------------------
+    simulate: bool = Field(default=False, description="Use the embedded simulator (no account, no cost).")
+    sim_duration: float = Field(
+        default=6.0, ge=0, le=600, description="Seconds a simulated task takes (simulate mode)."
+    )
+    wait_seconds: float = Field(
+        default=45.0, ge=0, le=MAX_WAIT_SECONDS, description="Default wait_for_task budget."
+    )
+    poll_initial_seconds: float = Field(default=1.0, gt=0, le=600, description="First poll interval.")
+    poll_max_seconds: float = Field(default=4.0, gt=0, le=600, description="Longest poll interval.")
+    output_dir: Path = Field(default_factory=default_output_dir, description="Where results are saved.")
+    input_dirs: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None, description="Folders local input images may come from (PATH-style list)."
+    )
+    preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- remote serving (HTTP transport) ----------------------------------------------------
+    mcp_auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer tokens accepted on /mcp (comma-separated)."
+    )
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra Host/Origin values allowed (comma-separated)."
+    )
+    public_url: str | None = Field(default=None, description="Public base URL, for vendor callbacks.")
+    webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret.")
+
+    @field_validator("api_key", "access_key", "secret_key", "webhook_secret", mode="before")
+    @classmethod
+    def _no_placeholders(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if _TEMPLATE.match(value):
+                raise ValueError(
+                    "holds a template placeholder, not a real value: replace it with the key itself"
+                )
+            return value.strip()
+        return value
+
+    @field_validator("input_dirs", mode="before")
+    @classmethod
+    def _split_path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p for p in value.split(os.pathsep) if p.strip()]
+            return parts or None
+        return value
+
+    @field_validator("mcp_auth_tokens", "mcp_allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("output_dir", mode="after")
+    @classmethod
+    def _expand_output(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("api_base_url", "public_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}")
+        return value
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def allowed_input_dirs(self) -> list[Path]:
+        """Folders local inputs may come from: ``KLING_INPUT_DIRS`` or the home and output folders."""
+        if self.input_dirs:
+            return [p.expanduser() for p in self.input_dirs]
+        return [Path.home(), self.output_dir]
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.api_key is not None or (self.access_key is not None and self.secret_key is not None)
+
+    def credentials_problem(self) -> str | None:
+        """None when the vendor can be called; otherwise what to set, in one or two sentences."""
+        if self.simulate or self.has_credentials:
+            return None
+        if self.access_key is not None and self.secret_key is None:
+            return "KLING_ACCESS_KEY is set but KLING_SECRET_KEY is not: set both, or set KLING_API_KEY."
+        if self.secret_key is not None and self.access_key is None:
+            return "KLING_SECRET_KEY is set but KLING_ACCESS_KEY is not: set both, or set KLING_API_KEY."
+        return (
+            "No Kling credentials are configured. Set KLING_API_KEY (or KLING_ACCESS_KEY and "
+            "KLING_SECRET_KEY) in the server's environment, or start the server with --simulate "
+            "to try it without an account."
+        )
+
+    def secret_values(self) -> list[str]:
+        """Every secret value configured, for redaction filters."""
+        out = [s.get_secret_value() for s in (self.api_key, self.secret_key, self.webhook_secret) if s]
+        out += [t.get_secret_value() for t in self.mcp_auth_tokens]
+        return [v for v in out if v]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise ``SettingsError`` naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"KLING_{field.upper()}: {err['msg']}")
+        raise SettingsError("Invalid settings: " + "; ".join(lines)) from None

@@ -1,0 +1,141 @@
+"""Wire-format models of the Omni-Image API, spelled exactly as the vendor spells them.
+
+These mirror ``../shared/reference/kling-api.md`` field for field (including the status word
+``succeed``). The rest of the project speaks plain words; translation happens in ``service``.
+Element ids exceed 2**53, so they are Python ``int`` end to end and leave as exact JSON integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "MODEL_NAMES",
+    "RESOLUTIONS",
+    "AspectRatio",
+    "CreateImageRequest",
+    "ElementRef",
+    "Envelope",
+    "ImageRef",
+    "ModelName",
+    "Resolution",
+    "ResultType",
+    "TaskData",
+    "TaskImage",
+    "TaskInfo",
+    "TaskResult",
+    "TaskStatus",
+    "WatermarkInfo",
+]
+
+ModelName = Literal["kling-image-o1", "kling-v3-omni"]
+Resolution = Literal["1k", "2k", "4k"]
+ResultType = Literal["single", "series"]
+AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "auto"]
+TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
+
+MODEL_NAMES: tuple[str, ...] = ("kling-image-o1", "kling-v3-omni")
+RESOLUTIONS: tuple[str, ...] = ("1k", "2k", "4k")
+ASPECT_RATIOS: tuple[str, ...] = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "auto")
+
+
+class _Wire(BaseModel):
+    # Answers may grow new fields; requests we build ourselves never carry unknown ones.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ImageRef(_Wire):
+    """One entry of ``image_list``: an http(s) URL or a bare Base64 string."""
+
+    image: str
+
+
+class ElementRef(_Wire):
+    """One entry of ``element_list``; the id is a 64-bit integer (beyond 2**53)."""
+
+    element_id: int
+
+
+class WatermarkInfo(_Wire):
+    enabled: bool
+
+
+class CreateImageRequest(_Wire):
+    """Body of ``POST /v1/images/omni-image``. Rules are checked in ``kling.rules``."""
+
+    model_name: ModelName = "kling-image-o1"
+    prompt: str
+    image_list: list[ImageRef] | None = None
+    element_list: list[ElementRef] | None = None
+    resolution: Resolution = "1k"
+    result_type: ResultType = "single"
+    n: int = 1
+    series_amount: int | Literal["auto"] | None = None
+    aspect_ratio: AspectRatio = "auto"
+    watermark_info: WatermarkInfo | None = None
+    callback_url: str | None = None
+    external_task_id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body to send: unset optional fields are left out, ints stay exact."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class TaskInfo(_Wire):
+    external_task_id: str | None = None
+
+
+class TaskImage(_Wire):
+    index: int = 0
+    url: str
+    watermark_url: str | None = None
+
+
+class TaskResult(_Wire):
+    result_type: str | None = None
+    images: list[TaskImage] = Field(default_factory=list)
+    series_images: list[TaskImage] = Field(default_factory=list)
+
+
+class TaskData(_Wire):
+    """``data`` of a create, query, list item or callback body."""
+
+    task_id: str
+    task_status: TaskStatus
+    task_status_msg: str | None = None
+    task_info: TaskInfo = Field(default_factory=TaskInfo)
+    task_result: TaskResult | None = None
+    watermark_info: WatermarkInfo | None = None
+    final_unit_deduction: str | None = None
+    created_at: int | None = None
+    updated_at: int | None = None
+
+    @property
+    def external_task_id(self) -> str | None:
+        return self.task_info.external_task_id
+
+    @property
+    def result_images(self) -> list[TaskImage]:
+        """The generated images: ``series_images`` for a series task, ``images`` otherwise."""
+        if self.task_result is None:
+            return []
+        if self.task_result.result_type == "series" or (
+            self.task_result.series_images and not self.task_result.images
+        ):
+            return list(self.task_result.series_images)
+        return list(self.task_result.images)
+
+
+T = TypeVar("T")
+
+
+class Envelope(_Wire, Generic[T]):
+    """Every answer: ``{"code": 0, "message": ..., "request_id": ..., "data": ...}``."""
+
+    code: int
+    message: str = ""
+    request_id: str | None = None
+    data: T | None = None
