@@ -1,0 +1,175 @@
+"""Path confinement: the one place that decides which local files may be read or written.
+
+Threat (CWE-22, path traversal / arbitrary file read): the model calling our tools can be
+steered by text it read elsewhere (a web page, a README, a prompt injection) into passing a
+path such as ``~/.ssh/id_rsa``, ``../../etc/passwd`` or a symlink that points outside the
+user's pictures. Whatever we read is Base64-encoded and sent to a third party, so reading it
+is exfiltration. Every input path therefore goes through ``resolve_input_path`` and every
+output path through ``confined_output_path``; nothing else in the project opens user paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InputImageError, OutputError
+
+__all__ = ["confined_output_path", "resolve_input_path"]
+
+# A folder with a million entries must not stall the "did you mean" hint.
+_MAX_LISTED = 2000
+_MAX_SUGGESTIONS = 3
+_MAX_PART_CHARS = 120
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _roots(allowed_dirs: Sequence[Path]) -> list[Path]:
+    # Resolve the roots too: a root given as a symlink (macOS /tmp -> /private/tmp) must match
+    # resolved candidates.
+    return [Path(d).expanduser().resolve(strict=False) for d in allowed_dirs]
+
+
+def _visible_under(path: Path, root: Path) -> bool | None:
+    """True if ``path`` is inside ``root`` with no hidden component; False if hidden; None if outside."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    return not any(part.startswith(".") for part in rel.parts)
+
+
+def _placement(path: Path, roots: Sequence[Path]) -> bool | None:
+    """Like ``_visible_under`` over every root: True if any root allows it."""
+    verdicts = [_visible_under(path, root) for root in roots]
+    if any(v is True for v in verdicts):
+        return True
+    if any(v is False for v in verdicts):
+        return False
+    return None
+
+
+def _kind_of(mode: int) -> str | None:
+    for check, name in _FILE_KINDS:
+        if check(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _did_you_mean(candidate: Path, roots: Sequence[Path]) -> str:
+    """Up to three visible names close to the first missing part, from inside the allowed folders."""
+    missing, parent = candidate, candidate.parent
+    # Walk up to the nearest existing folder, never above an allowed root (bounded by depth).
+    for _ in range(len(candidate.parts)):
+        if _placement(parent, roots) is not True:
+            return ""
+        if parent.is_dir():
+            break
+        missing, parent = parent, parent.parent
+    else:
+        return ""
+    try:
+        with os.scandir(parent) as entries:
+            names = [e.name for e in itertools.islice(entries, _MAX_LISTED) if not e.name.startswith(".")]
+    except OSError:
+        return ""
+    matches = difflib.get_close_matches(missing.name, names, n=_MAX_SUGGESTIONS, cutoff=0.6)
+    if not matches:
+        return ""
+    return f" Did you mean: {', '.join(matches)} (in {parent})?"
+
+
+def resolve_input_path(raw: str, allowed_dirs: Sequence[Path]) -> Path:
+    """Return the real path of an existing regular file inside one of ``allowed_dirs``.
+
+    ``~`` is expanded; the result must be absolute (hosts such as Claude Desktop run with the
+    working folder ``/``, so a relative path would silently mean something else). Symlinks are
+    resolved before the confinement check, so a link cannot point out of the allowed folders.
+    Hidden names (``.ssh``, ``.aws``, ``.env``) below an allowed folder are refused. Raises
+    ``InputImageError`` with what was wrong and what to do.
+    """
+    text = raw.strip()
+    if not text or "\x00" in text:
+        raise InputImageError(f"{raw!r} is not a usable file path: give the absolute path of an image file.")
+    try:
+        given = Path(text).expanduser()
+    except RuntimeError:  # no home folder known for "~"
+        raise InputImageError(f"Cannot expand '~' in {text}: give the full absolute path instead.") from None
+    if not given.is_absolute():
+        raise InputImageError(
+            f"{text} is a relative path, and the server's working folder is not yours (often /): "
+            "give an absolute path such as /home/you/Pictures/photo.png."
+        )
+    roots = _roots(allowed_dirs)
+    shown_roots = ", ".join(str(r) for r in roots) or "(none configured)"
+    # Check confinement on the lexically-and-symlink resolved path BEFORE looking at existence,
+    # so the answer never reveals whether a file outside the allowed folders exists.
+    try:
+        candidate = given.resolve(strict=False)
+    except (OSError, RuntimeError) as exc:  # symlink loop
+        raise InputImageError(f"Cannot resolve {text}: {exc.__class__.__name__}; check the path.") from None
+    placement = _placement(candidate, roots)
+    if placement is None:
+        raise InputImageError(
+            f"{text} is outside the folders this server may read ({shown_roots}): move or copy the "
+            "image into one of them, or add its folder to KLING_INPUT_DIRS."
+        )
+    if placement is False:
+        raise InputImageError(
+            f"{text} is in a hidden file or folder (a name starting with '.'), which this server never "
+            "reads: copy the image to a visible folder."
+        )
+    if not candidate.exists():
+        raise InputImageError(f"No file at {given}.{_did_you_mean(candidate, roots)}")
+    try:
+        resolved = candidate.resolve(strict=True)
+        mode = resolved.stat().st_mode
+    except (OSError, RuntimeError):
+        raise InputImageError(f"Cannot read {given}: check that it exists and is readable.") from None
+    # Resolved twice (the first time non-strictly): re-check in case a link changed in between.
+    if _placement(resolved, roots) is not True:
+        raise InputImageError(
+            f"{text} is outside the folders this server may read ({shown_roots}) or hidden: "
+            "copy the image into one of them."
+        )
+    kind = _kind_of(mode)
+    if kind == "a folder":
+        raise InputImageError(f"{given} is a folder, not a file: give the path of an image file inside it.")
+    if kind is not None:
+        raise InputImageError(f"{given} is {kind}, not a regular file: give the path of an image file.")
+    return resolved
+
+
+def _safe_part(part: str) -> str:
+    cleaned = _UNSAFE_CHARS.sub("_", part).lstrip(".")[:_MAX_PART_CHARS]
+    if not cleaned.strip("_-"):
+        raise OutputError(f"{part!r} cannot be used as a file or folder name: it has no usable characters.")
+    return cleaned
+
+
+def confined_output_path(root: Path, *parts: str) -> Path:
+    """``root / parts...`` with each part reduced to ``[A-Za-z0-9._-]`` and no leading dot.
+
+    Separators, ``..`` and hidden names cannot survive sanitising; the result is still checked
+    to lie inside ``root`` (resolved), as a second line of defence.
+    """
+    base = Path(root).expanduser().resolve(strict=False)
+    path = base.joinpath(*(_safe_part(p) for p in parts))
+    try:
+        path.resolve(strict=False).relative_to(base)
+    except ValueError:
+        raise OutputError(f"The output path {path} would leave the output folder {base}.") from None
+    return path
