@@ -1,10 +1,99 @@
-"""Shared fixtures: the anyio backend and a fresh simulator on a free loopback port."""
+"""Shared fixtures: the anyio backend, a clean environment, a simulator on a free loopback port,
+and settings/servers pointed at it."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from kling_omni_mcp.config import Settings
+
+TEST_API_KEY = "test-api-key-6f1c2a9b"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No developer's KLING_* variable leaks into a test; HOME is a fresh folder."""
+    for name in list(os.environ):
+        if name.startswith("KLING_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@dataclass
+class SimHandle:
+    sim: Any  # kling_omni_mcp.simulator.Simulator
+    base_url: str
+
+
+SIM_DEFAULTS: dict[str, Any] = {"api_keys": (TEST_API_KEY,), "duration": 0.8, "image_scale": 0.25}
+
+
+@pytest.fixture
+def sim_config() -> dict[str, Any]:
+    """Simulator settings; a test changes them with ``@sim_with(...)``."""
+    return dict(SIM_DEFAULTS)
+
+
+def sim_with(**overrides: Any) -> pytest.MarkDecorator:
+    """Run a test against a simulator configured with ``overrides`` (e.g. a longer duration)."""
+    label = ",".join(f"{k}={v}" for k, v in overrides.items())
+    return pytest.mark.parametrize("sim_config", [{**SIM_DEFAULTS, **overrides}], ids=[label])
+
+
+@pytest.fixture
+async def simulator(sim_config: dict[str, Any]) -> AsyncIterator[SimHandle]:
+    from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
+
+    sim = Simulator(SimulatorConfig(**sim_config))
+    async with running_simulator(sim) as base_url:
+        yield SimHandle(sim, base_url)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """Where a test keeps its input images (an allowed input folder)."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, workdir: Path) -> Callable[..., Settings]:
+    def make(base_url: str | None = None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "api_key": TEST_API_KEY,
+            "output_dir": tmp_path / "out",
+            "input_dirs": [workdir, tmp_path / "out"],
+            "poll_initial_seconds": 0.1,
+            "poll_max_seconds": 0.3,
+            "http_timeout": 10,
+        }
+        if base_url is not None:
+            values["api_base_url"] = base_url
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def write_png(path: Path, size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (20, 120, 200)) -> Path:
+    """A real PNG file for use as an input image."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="PNG")
+    return path

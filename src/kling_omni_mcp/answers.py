@@ -1,0 +1,143 @@
+"""The answers users see, in plain words: one task model shared by every tool.
+
+``TaskAnswer`` is the structured output of ``create_image``, ``get_task`` and ``wait_for_task``
+(its JSON schema is the tools' ``outputSchema``); ``summary()`` renders the short text the model
+reads first. The vendor's vocabulary (``succeed``) stops at ``from_task``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from kling_omni_mcp.kling.models import TaskData
+
+__all__ = ["ImageInfo", "Status", "TaskAnswer", "TaskListAnswer", "TaskSummary", "iso_time", "plain_status"]
+
+Status = Literal["submitted", "processing", "succeeded", "failed"]
+
+_STATUS_WORDS: dict[str, Status] = {
+    "submitted": "submitted",
+    "processing": "processing",
+    "succeed": "succeeded",
+    "failed": "failed",
+}
+
+
+def plain_status(vendor_status: str) -> Status:
+    """The vendor's status word in plain English (``succeed`` → ``succeeded``)."""
+    return _STATUS_WORDS.get(vendor_status, "processing")
+
+
+def iso_time(ms: int | None) -> str | None:
+    """Vendor milliseconds → ISO 8601 UTC, or None."""
+    if ms is None or ms <= 0:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class ImageInfo(BaseModel):
+    """One generated image: where it came from and, once saved, where it is on disk."""
+
+    index: int
+    url: str  # the vendor's link: it expires after 30 days
+    path: str | None = None  # the local file, once saved
+    mime_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class TaskAnswer(BaseModel):
+    """A task as the user sees it."""
+
+    task_id: str
+    external_task_id: str | None = None
+    status: Status
+    done: bool = Field(description="True once succeeded or failed.")
+    status_message: str | None = None
+    model: str | None = None
+    simulated: bool = False
+    estimated_units: int | None = None
+    units_charged: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    images: list[ImageInfo] = Field(default_factory=list)
+    waited_seconds: float | None = None
+    next_call: str | None = Field(default=None, description="The exact tool call to make next.")
+    notes: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_task(cls, task: TaskData, **extra: object) -> TaskAnswer:
+        """Translate a vendor task into plain words; ``extra`` fills the fields the vendor lacks."""
+        status = plain_status(task.task_status)
+        answer = cls(
+            task_id=task.task_id,
+            external_task_id=task.external_task_id,
+            status=status,
+            done=status in ("succeeded", "failed"),
+            status_message=task.task_status_msg or None,
+            units_charged=task.final_unit_deduction,
+            created_at=iso_time(task.created_at),
+            updated_at=iso_time(task.updated_at),
+            images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
+        )
+        return answer.model_copy(update=extra)
+
+    def summary(self) -> str:
+        """A few lines for the model: what happened, where the files are, what to do next."""
+        tag = "[simulated] " if self.simulated else ""
+        head = f"{tag}Task {self.task_id} {self.status}"
+        if self.model:
+            head += f" ({self.model})"
+        lines = [head + "."]
+        if self.status == "failed" and self.status_message:
+            lines.append(f"Reason: {self.status_message}")
+        if self.estimated_units is not None and not self.done:
+            lines.append(f"Estimated cost: {self.estimated_units} units.")
+        if self.units_charged is not None and self.done:
+            lines.append(f"Units charged: {self.units_charged}.")
+        if self.waited_seconds is not None and not self.done:
+            lines.append(f"Still {self.status} after waiting {self.waited_seconds:.0f} s.")
+        saved = [img for img in self.images if img.path]
+        if saved:
+            lines.append(f"Saved {len(saved)} image(s):")
+            lines.extend(f"  [{img.index}] {img.path}" for img in saved)
+        unsaved = [img for img in self.images if not img.path]
+        if unsaved:
+            lines.append(f"{len(unsaved)} image(s) not saved locally yet (URLs in the structured result).")
+        lines.extend(self.notes)
+        if self.next_call:
+            lines.append(f"Next: {self.next_call}")
+        return "\n".join(lines)
+
+
+class TaskSummary(BaseModel):
+    """One line of ``list_tasks``."""
+
+    task_id: str
+    external_task_id: str | None = None
+    status: Status
+    created_at: str | None = None
+    image_count: int = 0
+    paths: list[str] = Field(default_factory=list)
+
+
+class TaskListAnswer(BaseModel):
+    """A page of recent tasks, newest first."""
+
+    page: int
+    page_size: int
+    simulated: bool = False
+    tasks: list[TaskSummary] = Field(default_factory=list)
+
+    def summary(self) -> str:
+        tag = "[simulated] " if self.simulated else ""
+        if not self.tasks:
+            return f"{tag}No tasks on page {self.page}."
+        lines = [f"{tag}{len(self.tasks)} task(s) on page {self.page}:"]
+        for t in self.tasks:
+            saved = f", {len(t.paths)} saved" if t.paths else ""
+            lines.append(f"  {t.task_id} {t.status}, {t.image_count} image(s){saved}")
+        return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Keep secrets out of logs: a logging filter that masks configured secrets and any bearer token.
+
+Defence in depth: no code path is meant to log a key, but a vendor message, an exception text
+or a third-party library might echo one. The filter rewrites the record before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+__all__ = ["RedactingFilter", "redact"]
+
+MASK = "[redacted]"
+
+# "Bearer <anything>" and anything shaped like a JWT (three base64url parts, header starting eyJ).
+_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every given secret, bearer token and JWT replaced by a mask."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, MASK)
+    text = _PATTERNS[0].sub(lambda m: m.group(1) + MASK, text)
+    return _PATTERNS[1].sub(MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a record's final message (arguments included) and its exception text."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message, self._secrets)
+        if record.exc_info and record.exc_info[1] is not None:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            cleaned_exc = redact(formatted, self._secrets)
+            record.exc_info = None
+            record.exc_text = None
+            cleaned = f"{cleaned}\n{cleaned_exc}"
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        return True

@@ -1,0 +1,77 @@
+"""Start and stop everything a running server needs, in one place.
+
+``open_service(settings)`` yields a ready ``KlingService``: the shared HTTP client, the Kling
+client (or none, when credentials are missing: the server still starts and each call explains
+what to set), the result store, the watchers' task group and, in simulate mode, the embedded
+simulator on a loopback port. The MCP lifespan, the CLI's ``doctor`` and the tests all use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+
+from kling_omni_mcp import __version__
+from kling_omni_mcp.config import Settings
+from kling_omni_mcp.kling.auth import ApiKeyAuth, auth_from_settings
+from kling_omni_mcp.kling.client import KlingClient
+from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.service import KlingService
+
+__all__ = ["USER_AGENT", "open_service", "result_root"]
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"kling-omni-mcp/{__version__}"
+
+#: The simulator accepts any bearer token when it has no keys configured.
+_SIMULATOR_TOKEN = "simulated-no-account"
+
+
+def result_root(settings: Settings) -> Path:
+    """Where results are saved: simulated ones apart, so they are never mistaken for real ones."""
+    return settings.output_dir / "simulated" if settings.simulate else settings.output_dir
+
+
+@asynccontextmanager
+async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
+    """Everything the tools need, opened in order and closed in reverse."""
+    async with AsyncExitStack() as stack:
+        timeout = httpx2.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
+        http = await stack.enter_async_context(
+            httpx2.AsyncClient(
+                timeout=timeout,
+                follow_redirects=True,
+                limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16),
+                headers={"User-Agent": USER_AGENT},
+            )
+        )
+        client: KlingClient | None = None
+        if settings.simulate:
+            # Imported here: the simulator (and Pillow) cost start-up time only when used.
+            from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
+
+            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration))
+            base_url = await stack.enter_async_context(running_simulator(simulator))
+            logger.info("Simulate mode: the embedded Kling simulator is serving on %s", base_url)
+            client = KlingClient(base_url, ApiKeyAuth(_SIMULATOR_TOKEN), http=http, timeout=settings.http_timeout)
+        elif settings.has_credentials:
+            client = KlingClient(
+                settings.api_base_url, auth_from_settings(settings), http=http, timeout=settings.http_timeout
+            )
+        else:
+            logger.warning("%s", settings.credentials_problem())
+        store = ResultStore(result_root(settings))
+        service = KlingService(settings, client=client, http=http, store=store, simulated=settings.simulate)
+        async with anyio.create_task_group() as task_group:
+            service.watchers.attach(task_group)
+            try:
+                yield service
+            finally:
+                # Poll loops end with their waiters; anything left is cancelled with the server.
+                task_group.cancel_scope.cancel()

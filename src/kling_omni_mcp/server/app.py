@@ -1,0 +1,87 @@
+"""Build the ``MCPServer``: tools, resources and the lifespan that opens the service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
+
+from kling_omni_mcp import __version__
+from kling_omni_mcp.config import Settings
+from kling_omni_mcp.runtime import open_service
+from kling_omni_mcp.server.tools import register_tools
+from kling_omni_mcp.service import KlingService
+
+__all__ = ["AppContext", "ServiceSlot", "build_server"]
+
+INSTRUCTIONS = """Generates images with Kling Omni-Image. Typical flow: create_image → wait_for_task
+(repeat while done=false) → use the saved file paths. Local files are passed by absolute path."""
+
+
+@dataclass
+class AppContext:
+    """What every tool reaches through ``ctx.request_context.lifespan_context``."""
+
+    service: KlingService
+
+
+@dataclass
+class ServiceSlot:
+    """Where the running service can be found from outside MCP (the HTTP callback route)."""
+
+    current: KlingService | None = None
+
+
+def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPServer[AppContext]:
+    """The MCP server for these settings. Nothing is opened until the lifespan runs."""
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        async with open_service(settings) as service:
+            if slot is not None:
+                slot.current = service
+            try:
+                yield AppContext(service=service)
+            finally:
+                if slot is not None:
+                    slot.current = None
+
+    server: MCPServer[AppContext] = MCPServer(
+        "kling-omni-mcp",
+        title="Kling Omni-Image",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        website_url="https://github.com/kling-omni-mcp/kling-omni-mcp",
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    register_tools(server)
+
+    @server.resource(
+        "kling://tasks/{task_id}/images/{index}",
+        name="task-image",
+        title="Saved task image",
+        description="A generated image saved on this machine (PNG/JPEG bytes).",
+    )
+    def task_image(task_id: str, index: str, ctx: Context[AppContext, Any]) -> bytes:
+        service = ctx.request_context.lifespan_context.service
+        if not index.isdigit():
+            raise ResourceError(f"index must be a number, got {index!r}.")
+        for path in service.store.find_saved_images(task_id):
+            if _index_of(path) == int(index):
+                return path.read_bytes()
+        raise ResourceError(
+            f"No saved image {index} for task {task_id}: call get_task(task_id=\"{task_id}\") to save it first."
+        )
+
+    return server
+
+
+def _index_of(path: Path) -> int | None:
+    stem = path.stem.rsplit("_", 1)[-1].split("-", 1)[0]
+    return int(stem) if stem.isdigit() else None

@@ -1,0 +1,99 @@
+"""Render a service answer as an MCP tool result: text, resource links, small previews.
+
+The whole answer must stay well under what hosts accept (Claude's apps swap a result over
+~150,000 characters for a file pointer, and every inline byte costs the model context), so the
+previews share a fixed character budget: they shrink, then drop, as images are added, and the
+text says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from pydantic import BaseModel
+
+from kling_omni_mcp.answers import TaskAnswer
+
+__all__ = ["ANSWER_CHAR_LIMIT", "PREVIEW_CHAR_BUDGET", "render_answer", "render_model"]
+
+logger = logging.getLogger(__name__)
+
+#: Hard ceiling for one tool answer, all blocks together.
+ANSWER_CHAR_LIMIT = 100_000
+#: What inline previews may use of it (Base64 characters, all previews together).
+PREVIEW_CHAR_BUDGET = 60_000
+
+
+def render_model(model: BaseModel, text: str) -> CallToolResult:
+    """A plain structured answer with its text summary."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)],
+        structured_content=model.model_dump(mode="json"),
+    )
+
+
+async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolResult:
+    """Text summary, one ``resource_link`` per saved image, and previews within the budget."""
+    import base64
+
+    saved = sorted((img for img in answer.images if img.path), key=lambda img: img.index)
+    blocks: list[ContentBlock] = []
+    previews: list[ContentBlock] = []
+    preview_note: str | None = None
+    if saved and preview_size > 0:
+        from kling_omni_mcp.media.previews import make_preview, preview_budget
+
+        side, per_image = preview_budget(len(saved), max_side_cap=preview_size, total_chars=PREVIEW_CHAR_BUDGET)
+        made = 0
+        for img in saved:
+            assert img.path is not None
+            preview = None
+            if side > 0:
+                path = Path(img.path)
+                preview = await anyio.to_thread.run_sync(
+                    lambda p=path: make_preview(p, max_side=side, max_bytes=per_image)
+                )
+            if preview is None:
+                continue
+            made += 1
+            previews.append(
+                ImageContent(
+                    type="image", data=base64.b64encode(preview.data).decode("ascii"), mime_type=preview.mime_type
+                )
+            )
+        if made < len(saved):
+            preview_note = (
+                f"Inline previews: {made} of {len(saved)} shown (kept small to save context); "
+                "the full-size files are on disk."
+            )
+        elif made and side < preview_size:
+            preview_note = f"Inline previews are scaled to {side} px to fit {len(saved)} images; full files on disk."
+    if preview_note:
+        answer = answer.model_copy(update={"notes": [*answer.notes, preview_note]})
+    blocks.append(TextContent(type="text", text=answer.summary()))
+    for img in saved:
+        assert img.path is not None
+        blocks.append(
+            ResourceLink(
+                type="resource_link",
+                name=Path(img.path).name,
+                title=f"Task {answer.task_id} image {img.index}",
+                uri=Path(img.path).as_uri(),
+                mime_type=img.mime_type or "image/png",
+                description=f"kling://tasks/{answer.task_id}/images/{img.index}",
+            )
+        )
+    blocks.extend(previews)
+    result = CallToolResult(content=blocks, structured_content=answer.model_dump(mode="json"))
+    size = len(result.model_dump_json(by_alias=True))
+    if size > ANSWER_CHAR_LIMIT:
+        # Should not happen with the budget above; never send an oversized answer anyway.
+        logger.warning("Answer for task %s was %d characters: dropping previews", answer.task_id, size)
+        result = CallToolResult(
+            content=[b for b in blocks if not isinstance(b, ImageContent)],
+            structured_content=answer.model_dump(mode="json"),
+        )
+    return result

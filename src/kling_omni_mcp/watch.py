@@ -1,0 +1,234 @@
+"""One watcher per task, shared by every waiter.
+
+A ``TaskWatcher`` polls one task while at least one caller waits on it, backing off from
+``initial_interval`` to ``max_interval``. Any number of waiters (two ``wait_for_task`` calls,
+the CLI, a callback) share its single poll loop: a task is never polled twice at once. A vendor
+callback calls ``wake()`` so the next poll happens at once instead of at the end of the interval.
+
+The poll loops run in a task group owned by ``WatcherRegistry`` (opened by the server's
+lifespan), not in any waiter's request, so a waiter that is cancelled or times out never takes
+the loop down with it; the loop ends by itself when the last waiter leaves or the task ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+
+from kling_omni_mcp.kling.errors import KlingError, KlingResponseError, KlingTransportError
+from kling_omni_mcp.kling.models import TaskData
+
+__all__ = ["FINAL_STATUSES", "TaskWatcher", "WaitOutcome", "WatcherRegistry"]
+
+logger = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"succeed", "failed"})
+
+#: How often a waiter hears from the watcher even when nothing changed (progress heartbeat).
+HEARTBEAT_SECONDS = 4.0
+
+# No answer, or a garbled one, is worth waiting through even when the client gave up on it:
+# the task itself is still running at the vendor.
+_TRANSIENT = (KlingTransportError, KlingResponseError)
+
+Fetch = Callable[[str], Awaitable[TaskData]]
+OnTick = Callable[[TaskData | None, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """What a wait ended with: the latest task state, whether it is final, and the time waited."""
+
+    task: TaskData | None
+    done: bool
+    waited_seconds: float
+
+
+class TaskWatcher:
+    """Polls one task until it ends or nobody waits; wakes every waiter on each new state."""
+
+    def __init__(
+        self,
+        key: str,
+        fetch: Fetch,
+        *,
+        initial_interval: float,
+        max_interval: float,
+        on_idle: Callable[[TaskWatcher], None],
+    ) -> None:
+        self.key = key
+        self._fetch = fetch
+        self._initial = max(0.05, initial_interval)
+        self._max = max(self._initial, max_interval)
+        self._on_idle = on_idle
+        self.latest: TaskData | None = None
+        #: A final error (e.g. the task does not exist); waiters raise it.
+        self.error: KlingError | None = None
+        #: Last transient error, kept for progress messages.
+        self.last_transient: KlingError | None = None
+        self.polls = 0
+        self._waiters = 0
+        self._running = False
+        self._changed = anyio.Event()
+        self._wake = anyio.Event()
+
+    @property
+    def waiters(self) -> int:
+        return self._waiters
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def finished(self) -> bool:
+        return self.error is not None or (self.latest is not None and self.latest.task_status in FINAL_STATUSES)
+
+    def wake(self) -> None:
+        """Poll now (a callback said the task changed)."""
+        self._wake.set()
+
+    def observe(self, task: TaskData) -> None:
+        """Record a state seen elsewhere (e.g. a get_task call) and wake the waiters."""
+        self.latest = task
+        self._publish()
+
+    def _publish(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def run(self) -> None:
+        """The poll loop. Ends when no one waits or the task is final."""
+        interval = self._initial
+        try:
+            while self._waiters > 0 and not self.finished:
+                self.polls += 1
+                try:
+                    self.latest = await self._fetch(self.key)
+                    self.last_transient = None
+                except KlingError as exc:
+                    if exc.retryable or isinstance(exc, _TRANSIENT):
+                        # The client already retried within its own deadline; keep watching.
+                        self.last_transient = exc
+                        logger.info("Task %s: poll failed, will retry: %s", self.key, exc.message)
+                    else:
+                        self.error = exc
+                self._publish()
+                if self.finished:
+                    break
+                # Sleep for the interval, or until a callback wakes us.
+                with anyio.move_on_after(interval):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                interval = min(self._max, interval * 1.6)
+        finally:
+            self._running = False
+            self._publish()
+            if self._waiters == 0:
+                self._on_idle(self)
+
+    async def wait(self, budget: float, on_tick: OnTick, start: Callable[[TaskWatcher], None]) -> WaitOutcome:
+        """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` at least every
+        ``HEARTBEAT_SECONDS`` with the latest state and the seconds waited so far."""
+        began = anyio.current_time()
+        deadline = began + max(0.0, budget)
+        self._waiters += 1
+        try:
+            if not self._running and not self.finished:
+                self._running = True
+                start(self)
+            while True:
+                if self.error is not None:
+                    raise self.error
+                now = anyio.current_time()
+                if self.finished:
+                    return WaitOutcome(self.latest, True, now - began)
+                remaining = deadline - now
+                if remaining <= 0:
+                    return WaitOutcome(self.latest, False, now - began)
+                if not self._running:
+                    # The loop ended (e.g. after a cancelled waiter left) but we still wait.
+                    self._running = True
+                    start(self)
+                changed = self._changed
+                with anyio.move_on_after(min(remaining, HEARTBEAT_SECONDS)):
+                    await changed.wait()
+                await on_tick(self.latest, anyio.current_time() - began)
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0 and not self._running:
+                self._on_idle(self)
+
+
+class WatcherRegistry:
+    """Holds the live watchers, one per task key, and the task group their loops run in."""
+
+    def __init__(self, fetch: Fetch, *, initial_interval: float, max_interval: float) -> None:
+        self._fetch = fetch
+        self._initial = initial_interval
+        self._max = max_interval
+        self._watchers: dict[str, TaskWatcher] = {}
+        self._aliases: dict[str, str] = {}
+        self._task_group: TaskGroup | None = None
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """Give the registry the task group its poll loops run in (opened by the lifespan)."""
+        self._task_group = task_group
+
+    def __len__(self) -> int:
+        return len(self._watchers)
+
+    def get(self, key: str) -> TaskWatcher:
+        """The watcher for a task id or external id, created on first use."""
+        canonical = self._aliases.get(key, key)
+        watcher = self._watchers.get(canonical)
+        if watcher is None:
+            watcher = TaskWatcher(
+                canonical,
+                self._fetch,
+                initial_interval=self._initial,
+                max_interval=self._max,
+                on_idle=self._forget,
+            )
+            self._watchers[canonical] = watcher
+        return watcher
+
+    def find(self, *keys: str | None) -> TaskWatcher | None:
+        """The live watcher for any of these ids, if one exists (for callbacks)."""
+        for key in keys:
+            if key is None:
+                continue
+            canonical = self._aliases.get(key, key)
+            if canonical in self._watchers:
+                return self._watchers[canonical]
+        return None
+
+    def alias(self, watcher_key: str, *other_keys: str | None) -> None:
+        """Let a task's other id (task id vs external id) reach the same watcher."""
+        for key in other_keys:
+            if key and key != watcher_key and key not in self._watchers:
+                self._aliases[key] = watcher_key
+
+    async def wait(self, key: str, budget: float, on_tick: OnTick) -> WaitOutcome:
+        """Wait on the shared watcher for ``key``."""
+        watcher = self.get(key)
+        outcome = await watcher.wait(budget, on_tick, self._start)
+        if outcome.task is not None:
+            self.alias(watcher.key, outcome.task.task_id, outcome.task.external_task_id)
+        return outcome
+
+    def _start(self, watcher: TaskWatcher) -> None:
+        if self._task_group is None:
+            raise RuntimeError("WatcherRegistry.attach() was not called: no task group for poll loops")
+        self._task_group.start_soon(watcher.run, name=f"watch:{watcher.key}")
+
+    def _forget(self, watcher: TaskWatcher) -> None:
+        if self._watchers.get(watcher.key) is watcher and watcher.waiters == 0 and not watcher.running:
+            del self._watchers[watcher.key]
+            for alias in [a for a, k in self._aliases.items() if k == watcher.key]:
+                del self._aliases[alias]
+
