@@ -90,7 +90,9 @@ def make_settings(tmp_path: Path, workdir: Path) -> Callable[..., Settings]:
     return make
 
 
-def write_png(path: Path, size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (20, 120, 200)) -> Path:
+def write_png(
+    path: Path, size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (20, 120, 200)
+) -> Path:
     """A real PNG file for use as an input image."""
     from PIL import Image
 

@@ -7,6 +7,7 @@ In a server process stdout is the protocol: everything here logs to stderr, and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -108,12 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = build_server(settings)
     logger.info(
-        "kling-omni-mcp %s serving MCP over stdio%s", __version__, " (simulate mode)" if settings.simulate else ""
+        "kling-omni-mcp %s serving MCP over stdio%s",
+        __version__,
+        " (simulate mode)" if settings.simulate else "",
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.run("stdio")
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -51,8 +51,11 @@ async def _demo() -> int:
     reference = _make_reference(result_root(settings))
     env = {k: v for k, v in os.environ.items() if k.startswith("KLING_")}
     env.setdefault("KLING_SIM_DURATION", "4")
+    env.setdefault("KLING_LOG_LEVEL", "WARNING")  # the demo prints its own story on stdout
     env["KLING_SIMULATE"] = "true"
-    params = StdioServerParameters(command=sys.executable, args=["-m", "kling_omni_mcp", "--simulate"], env=env)
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "kling_omni_mcp", "--simulate"], env=env
+    )
 
     _say("kling-omni-mcp demo: a real MCP client talking to the server over stdio, simulate mode")
     _say("(no account, no cost; results are marked as simulated)\n")

@@ -32,7 +32,9 @@ def _check_output(settings: Settings) -> Check:
         probe.unlink()
     except OSError as exc:
         return Check(
-            "output folder", False, f"{folder} is not writable ({exc.strerror}): set KLING_OUTPUT_DIR to a folder you own."
+            "output folder",
+            False,
+            f"{folder} is not writable ({exc.strerror}): set KLING_OUTPUT_DIR to a folder you own.",
         )
     return Check("output folder", True, f"{folder} is writable")
 
@@ -55,13 +57,19 @@ async def run_checks(settings: Settings) -> list[Check]:
     if problem:
         checks.append(Check("credentials", False, problem))
     else:
-        kind = "simulated" if settings.simulate else ("API key" if settings.api_key else "access key + secret key (JWT)")
+        kind = (
+            "simulated"
+            if settings.simulate
+            else ("API key" if settings.api_key else "access key + secret key (JWT)")
+        )
         checks.append(Check("credentials", True, kind))
         try:
             async with open_service(settings) as service:
                 with anyio.fail_after(settings.http_timeout + 5):
                     listing = await service.list_tasks(page=1, page_size=1)
-            checks.append(Check("API call", True, f"list_tasks answered ({len(listing.tasks)} task(s) on page 1)"))
+            checks.append(
+                Check("API call", True, f"list_tasks answered ({len(listing.tasks)} task(s) on page 1)")
+            )
         except KlingError as exc:
             checks.append(Check("API call", False, exc.describe()))
         except TimeoutError:
@@ -78,7 +86,7 @@ def run_doctor(settings: Settings) -> int:
         print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
     failed = [c for c in checks if not c.ok]
     if failed:
-        print(f"\nNot ready: fix the {len(failed)} item(s) marked FAIL above, then run `kling-omni-mcp doctor` again.")
+        print(f"\nNot ready: fix the {len(failed)} item(s) marked FAIL above, then run the doctor again.")
         return 1
     print("\nReady: add kling-omni-mcp to your MCP host (see the README) and ask for an image.")
     return 0

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 USER_AGENT = f"kling-omni-mcp/{__version__}"
 
 #: The simulator accepts any bearer token when it has no keys configured.
-_SIMULATOR_TOKEN = "simulated-no-account"
+_SIMULATOR_TOKEN = "simulated-no-account"  # noqa: S105 - not a secret: the simulator accepts any
 
 
 def result_root(settings: Settings) -> Path:
@@ -59,7 +59,9 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             simulator = Simulator(SimulatorConfig(duration=settings.sim_duration))
             base_url = await stack.enter_async_context(running_simulator(simulator))
             logger.info("Simulate mode: the embedded Kling simulator is serving on %s", base_url)
-            client = KlingClient(base_url, ApiKeyAuth(_SIMULATOR_TOKEN), http=http, timeout=settings.http_timeout)
+            client = KlingClient(
+                base_url, ApiKeyAuth(_SIMULATOR_TOKEN), http=http, timeout=settings.http_timeout
+            )
         elif settings.has_credentials:
             client = KlingClient(
                 settings.api_base_url, auth_from_settings(settings), http=http, timeout=settings.http_timeout

@@ -7,6 +7,7 @@ message says what was wrong and what to do, so the MCP layer can pass it through
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any, Literal
 import anyio
 import httpx2
 
-from kling_omni_mcp.answers import ImageInfo, TaskAnswer, TaskListAnswer, TaskSummary, iso_time, plain_status
+from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time, plain_status
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.client import KlingClient
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
@@ -145,9 +146,7 @@ class KlingService:
             text_only = not prepared and not params.element_ids
             if params.model == "kling-v3-omni" and text_only:
                 aspect_ratio = "1:1"
-                notes.append(
-                    "aspect_ratio defaulted to 1:1: kling-v3-omni needs an explicit ratio for text-only prompts."
-                )
+                notes.append("aspect_ratio defaulted to 1:1: kling-v3-omni needs one for text-only prompts.")
             else:
                 aspect_ratio = "auto"
         request = CreateImageRequest(
@@ -205,7 +204,8 @@ class KlingService:
         dirs = self.settings.allowed_input_dirs
         for position, value in enumerate(images, start=1):
             try:
-                out.append(await anyio.to_thread.run_sync(lambda v=value: prepare_image_input(v, allowed_dirs=dirs)))
+                prepare = functools.partial(prepare_image_input, value, allowed_dirs=dirs)
+                out.append(await anyio.to_thread.run_sync(prepare))
             except MediaError as exc:
                 raise ServiceError(f"images[{position - 1}] (<<<image_{position}>>>): {exc}") from None
         return out
@@ -314,7 +314,9 @@ class KlingService:
                     try:
                         saved[index] = await self.store.save_image(self._http, url, task.task_id, index)
                     except MediaError as exc:
-                        failures.append(f"Image {index} could not be saved ({exc}); call get_task again to retry.")
+                        failures.append(
+                            f"Image {index} could not be saved ({exc}); call get_task again to retry."
+                        )
 
             async with anyio.create_task_group() as tg:
                 for img in task.result_images:
@@ -400,7 +402,3 @@ class KlingService:
             # The images matter more than their notes: report, don't fail the call.
             logger.warning("Could not write the sidecar for task %s: %s", task_id, exc)
 
-
-def image_infos(answer: TaskAnswer) -> list[ImageInfo]:
-    """The saved images of an answer, in index order."""
-    return sorted((img for img in answer.images if img.path), key=lambda img: img.index)

@@ -49,7 +49,9 @@ def client_for(url: str, token: str | None, mode: str = "auto") -> Client:
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_tokens_guard_mcp(mode: str, simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_tokens_guard_mcp(
+    mode: str, simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(simulator.base_url, mcp_auth_tokens=[TOKEN, "another-token-xyz"])
     async with http_server(settings) as url:
         async with httpx2.AsyncClient(timeout=10) as raw:
@@ -71,7 +73,9 @@ async def test_tokens_guard_mcp(mode: str, simulator: SimHandle, make_settings: 
             assert created.structured_content["status"] == "succeeded"
 
 
-async def test_foreign_host_header_refused(simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_foreign_host_header_refused(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(simulator.base_url, mcp_allowed_hosts=["mcp.example.com"])
     async with http_server(settings) as url, httpx2.AsyncClient(timeout=10) as raw:
         body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
@@ -119,7 +123,9 @@ async def test_healthz_needs_no_auth_and_shows_no_secret(
             assert secret not in response.text
 
 
-def signed(body: bytes, *, secret: str = WEBHOOK_SECRET, at: float | None = None, msg_id: str = "msg_1") -> dict[str, str]:
+def signed(
+    body: bytes, *, secret: str = WEBHOOK_SECRET, at: float | None = None, msg_id: str = "msg_1"
+) -> dict[str, str]:
     from datetime import UTC, datetime
 
     timestamp = datetime.fromtimestamp(at if at is not None else time.time(), tz=UTC)
@@ -190,8 +196,12 @@ async def test_bad_callbacks_rejected_and_change_nothing(
                 await anyio.sleep(0.5)
                 assert simulator.sim.counters.queries_by_id[task_id] == queries  # nothing woke the watcher
                 big = b"{" + b" " * (300 * 1024) + b"}"
-                assert (await raw.post(f"{url}/callbacks/kling", content=big, headers=signed(big))).status_code == 413
-                good = await raw.post(f"{url}/callbacks/kling", content=body, headers=signed(body, msg_id="msg_2"))
+                assert (
+                    await raw.post(f"{url}/callbacks/kling", content=big, headers=signed(big))
+                ).status_code == 413
+                good = await raw.post(
+                    f"{url}/callbacks/kling", content=body, headers=signed(body, msg_id="msg_2")
+                )
                 assert good.status_code == 200 and good.json()["known"] is True
                 await anyio.sleep(0.5)
                 assert simulator.sim.counters.queries_by_id[task_id] == queries + 1  # re-queried at once

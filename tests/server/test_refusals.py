@@ -24,7 +24,11 @@ def text_of(result: Any) -> str:
 
 # (arguments, words the message must contain)
 RULE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
-    ("reference beyond inputs", {"prompt": "Put <<<image_3>>> here", "images": ["@a", "@b"]}, ["image_3", "2"]),
+    (
+        "reference beyond inputs",
+        {"prompt": "Put <<<image_3>>> here", "images": ["@a", "@b"]},
+        ["image_3", "2"],
+    ),
     ("element reference without elements", {"prompt": "Use <<<element_1>>>"}, ["element_1"]),
     ("o1 at 4k", {"prompt": "A cat", "resolution": "4k"}, ["4k", "kling-v3-omni"]),
     ("o1 series", {"prompt": "A cat", "result_type": "series"}, ["series", "kling-v3-omni"]),
@@ -37,8 +41,17 @@ RULE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("n over 9", {"prompt": "A cat", "n": 10}, ["n"]),
     ("empty prompt", {"prompt": ""}, ["prompt"]),
     ("prompt too long", {"prompt": "x" * 2501}, ["prompt"]),
-    ("series amount out of range", {"prompt": "A", "model": "kling-v3-omni", "result_type": "series",
-                                    "series_amount": 12, "aspect_ratio": "1:1"}, ["series_amount"]),
+    (
+        "series amount out of range",
+        {
+            "prompt": "A",
+            "model": "kling-v3-omni",
+            "result_type": "series",
+            "series_amount": 12,
+            "aspect_ratio": "1:1",
+        },
+        ["series_amount"],
+    ),
     ("element id not a number", {"prompt": "A cat", "element_ids": ["12ab"]}, ["element_ids"]),
     ("wait too long", {"prompt": "A cat", "wait_seconds": 5000}, ["wait_seconds"]),
 ]
@@ -128,7 +141,9 @@ async def test_input_path_refusals(
     assert os.environ.get("KLING_API_KEY") is None  # sanity: nothing leaked from the developer's shell
 
 
-async def test_unknown_task_is_a_clear_error(simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_unknown_task_is_a_clear_error(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     async with Client(build_server(make_settings(simulator.base_url))) as client:
         for tool in ("get_task", "wait_for_task"):
             result = await client.call_tool(tool, {"task_id": "no-such-task"})

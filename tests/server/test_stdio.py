@@ -62,7 +62,9 @@ async def test_stdio_against_simulator(simulator: SimHandle, tmp_path: Path, wor
             progress.append(value)
 
         waited = await client.call_tool(
-            "wait_for_task", {"task_id": data["task_id"], "timeout_seconds": 30}, progress_callback=on_progress
+            "wait_for_task",
+            {"task_id": data["task_id"], "timeout_seconds": 30},
+            progress_callback=on_progress,
         )
         assert not waited.is_error
         assert waited.structured_content is not None
@@ -72,7 +74,11 @@ async def test_stdio_against_simulator(simulator: SimHandle, tmp_path: Path, wor
 
 
 async def test_stdio_simulate_mode_needs_no_account(tmp_path: Path) -> None:
-    env = {"HOME": str(tmp_path / "home"), "KLING_OUTPUT_DIR": str(tmp_path / "out"), "KLING_SIM_DURATION": "1"}
+    env = {
+        "HOME": str(tmp_path / "home"),
+        "KLING_OUTPUT_DIR": str(tmp_path / "out"),
+        "KLING_SIM_DURATION": "1",
+    }
     async with Client(server_params(env, "--simulate"), read_timeout_seconds=60) as client:
         created = await client.call_tool("create_image", {"prompt": "A simulated cat", "wait_seconds": 30})
         assert not created.is_error

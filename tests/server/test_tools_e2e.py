@@ -172,7 +172,9 @@ async def test_two_concurrent_waits_share_one_poll_loop(
         results: list[Any] = []
 
         async def wait() -> None:
-            results.append(await client.call_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 20}))
+            results.append(
+                await client.call_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 20})
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
@@ -190,7 +192,9 @@ async def test_two_concurrent_waits_share_one_poll_loop(
 
 
 @sim_with(duration=30)
-async def test_cancelled_wait_stops_polling(simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_cancelled_wait_stops_polling(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     settings = make_settings(simulator.base_url, poll_initial_seconds=0.1, poll_max_seconds=0.1)
     async with Client(build_server(settings)) as client:
         created = await create(client, prompt="Never mind")
@@ -238,7 +242,9 @@ async def test_failed_task_is_a_tool_error_with_the_reason(
     simulator.sim.faults.fail_next_tasks(1, message="Prompt refused by content safety policy")
     async with Client(build_server(make_settings(simulator.base_url))) as client:
         created = await create(client, prompt="Something refused")
-        result = await client.call_tool("wait_for_task", {"task_id": created["task_id"], "timeout_seconds": 20})
+        result = await client.call_tool(
+            "wait_for_task", {"task_id": created["task_id"], "timeout_seconds": 20}
+        )
         assert result.is_error
         message = text_of(result)
         assert "failed" in message and "content safety policy" in message
@@ -246,7 +252,9 @@ async def test_failed_task_is_a_tool_error_with_the_reason(
 
 
 @sim_with(image_scale=1.0)  # full-size 1k results: previews must really shrink
-async def test_previews_stay_within_budget(simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_previews_stay_within_budget(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     async with Client(build_server(make_settings(simulator.base_url))) as client:
         sizes = {}
         for n in (1, 4, 9):
@@ -270,7 +278,9 @@ async def test_previews_stay_within_budget(simulator: SimHandle, make_settings: 
         assert not [b for b in result.content if b.type == "image"]
 
 
-async def test_tools_list_is_tight_and_annotated(simulator: SimHandle, make_settings: Callable[..., Settings]) -> None:
+async def test_tools_list_is_tight_and_annotated(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
     async with Client(build_server(make_settings(simulator.base_url))) as client:
         listing = await client.list_tools()
         names = {t.name for t in listing.tools}

@@ -76,7 +76,7 @@ def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPS
             if _index_of(path) == int(index):
                 return path.read_bytes()
         raise ResourceError(
-            f"No saved image {index} for task {task_id}: call get_task(task_id=\"{task_id}\") to save it first."
+            f'No saved image {index} for task {task_id}: call get_task(task_id="{task_id}") to save it first.'
         )
 
     return server

@@ -103,7 +103,7 @@ class BearerGuard:
         self._tokens = [t.encode() for t in tokens if t]
 
     def _allowed(self, header: str | None) -> bool:
-        if not header or not header[:7].lower() == "bearer ":
+        if not header or header[:7].lower() != "bearer ":
             return False
         given = header[7:].strip().encode()
         ok = False
@@ -124,7 +124,10 @@ class BearerGuard:
         if header:
             challenge += ', error="invalid_token", error_description="The bearer token is not accepted."'
         response = JSONResponse(
-            {"error": "unauthorized", "error_description": "Send Authorization: Bearer <token> (KLING_MCP_AUTH_TOKENS)."},
+            {
+                "error": "unauthorized",
+                "error_description": "Send Authorization: Bearer <token> (KLING_MCP_AUTH_TOKENS).",
+            },
             status_code=401,
             headers={"WWW-Authenticate": challenge},
         )
@@ -153,7 +156,7 @@ def _verify_signature(secret: str, body: bytes, headers: dict[str, str]) -> str 
         Webhook(secret).verify(body, headers)
     except WebhookVerificationError as exc:
         return str(exc) or "invalid signature"
-    except Exception:  # noqa: BLE001 - a malformed header must never become a 500
+    except Exception:
         return "malformed signature headers"
     return None
 
@@ -186,7 +189,12 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse(
-            {"status": "ok", "version": __version__, "simulated": settings.simulate, "ready": slot.current is not None}
+            {
+                "status": "ok",
+                "version": __version__,
+                "simulated": settings.simulate,
+                "ready": slot.current is not None,
+            }
         )
 
     async def callback(request: Request) -> Response:
@@ -203,7 +211,12 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
             return JSONResponse({"error": "not a task callback body"}, status_code=400)
         service = slot.current
         known = service.on_callback(task) if service is not None else False
-        logger.info("Callback for task %s (%s): %s", task.task_id, task.task_status, "woke its watcher" if known else "ignored")
+        logger.info(
+            "Callback for task %s (%s): %s",
+            task.task_id,
+            task.task_status,
+            "woke its watcher" if known else "ignored",
+        )
         return JSONResponse({"ok": True, "known": known})
 
     @asynccontextmanager

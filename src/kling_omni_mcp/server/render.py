@@ -8,6 +8,7 @@ text says so.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -46,22 +47,25 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
     if saved and preview_size > 0:
         from kling_omni_mcp.media.previews import make_preview, preview_budget
 
-        side, per_image = preview_budget(len(saved), max_side_cap=preview_size, total_chars=PREVIEW_CHAR_BUDGET)
+        side, per_image = preview_budget(
+            len(saved), max_side_cap=preview_size, total_chars=PREVIEW_CHAR_BUDGET
+        )
         made = 0
         for img in saved:
             assert img.path is not None
             preview = None
             if side > 0:
-                path = Path(img.path)
                 preview = await anyio.to_thread.run_sync(
-                    lambda p=path: make_preview(p, max_side=side, max_bytes=per_image)
+                    functools.partial(make_preview, Path(img.path), max_side=side, max_bytes=per_image)
                 )
             if preview is None:
                 continue
             made += 1
             previews.append(
                 ImageContent(
-                    type="image", data=base64.b64encode(preview.data).decode("ascii"), mime_type=preview.mime_type
+                    type="image",
+                    data=base64.b64encode(preview.data).decode("ascii"),
+                    mime_type=preview.mime_type,
                 )
             )
         if made < len(saved):
@@ -70,7 +74,9 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
                 "the full-size files are on disk."
             )
         elif made and side < preview_size:
-            preview_note = f"Inline previews are scaled to {side} px to fit {len(saved)} images; full files on disk."
+            preview_note = (
+                f"Inline previews are scaled to {side} px to fit {len(saved)} images; full files on disk."
+            )
     if preview_note:
         answer = answer.model_copy(update={"notes": [*answer.notes, preview_note]})
     blocks.append(TextContent(type="text", text=answer.summary()))

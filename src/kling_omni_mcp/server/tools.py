@@ -19,6 +19,7 @@ from pydantic import Field
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer
 from kling_omni_mcp.config import MAX_WAIT_SECONDS
 from kling_omni_mcp.kling.errors import KlingError
+from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.render import render_answer, render_model
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
@@ -80,15 +81,27 @@ async def _progress(ctx: Context[Any, Any]) -> Any:
     return report
 
 
-CREATE_DESCRIPTION = """Generate images with Kling Omni-Image from a prompt and optional reference images.
-Costs credits: 8 units per image (16 with kling-v3-omni at 4k); refused requests cost nothing.
+def _model_lines() -> str:
+    """One short line per model, generated from the capability map so docs and checks agree."""
+    parts = []
+    for caps in MODEL_CAPABILITIES.values():
+        prices = "/".join(f"{res} {units}u" for res, units in caps.units_per_image.items())
+        extras = ["series" if caps.supports_series else "single only"]
+        if not caps.auto_aspect_for_text_only:
+            extras.append("text-only needs an aspect_ratio")
+        parts.append(f"{caps.name} ({prices} per image; {', '.join(extras)})")
+    return "Models: " + "; ".join(parts) + "."
+
+
+CREATE_DESCRIPTION = f"""Generate images with Kling Omni-Image from a prompt and optional reference images.
+Costs credits per image (u = units); requests the rules refuse cost nothing.
 Returns a task_id at once; then call wait_for_task(task_id) until done (or set wait_seconds).
 Refer to inputs in the prompt as <<<image_1>>>, <<<element_1>>> (1-based).
 Reuse the same external_task_id when retrying: you get the same task, never a second charge.
-Models: kling-image-o1 (1k/2k, single only); kling-v3-omni (1k/2k/4k, series; text-only needs an aspect_ratio)."""
+{_model_lines()}"""
 
-WAIT_DESCRIPTION = f"""Wait for a task to finish, sending progress; saves the images to disk and returns their paths.
-Free. If the time budget runs out it returns done=false (not an error): call wait_for_task again.
+WAIT_DESCRIPTION = f"""Wait for a task to finish, with progress; saves the images, returns their paths. Free.
+If the time budget runs out it returns done=false (not an error): call wait_for_task again.
 timeout_seconds defaults to the server's setting (45 s), max {MAX_WAIT_SECONDS}."""
 
 
@@ -109,7 +122,11 @@ def compact_schema(node: Any, *, drop_object_descriptions: bool = False) -> Any:
             continue
         if key == "description" and drop_object_descriptions and "properties" in node:
             continue
-        out[key] = value if key == "properties" else compact_schema(value, drop_object_descriptions=drop_object_descriptions)
+        out[key] = (
+            value
+            if key == "properties"
+            else compact_schema(value, drop_object_descriptions=drop_object_descriptions)
+        )
     if "properties" in out:
         out["properties"] = {
             name: compact_schema(sub, drop_object_descriptions=drop_object_descriptions)
@@ -131,7 +148,7 @@ def compact_schema(node: Any, *, drop_object_descriptions: bool = False) -> Any:
 def _compact_registered(server: MCPServer[AppContext]) -> None:
     # MCPServer derives the schemas once at registration; shrink them in place. (There is no
     # public hook for this in mcp 2.3; the tool manager is the owner of those dicts.)
-    for tool in server._tool_manager.list_tools():  # noqa: SLF001
+    for tool in server._tool_manager.list_tools():
         tool.parameters = compact_schema(tool.parameters)
         if tool.fn_metadata.output_schema is not None:
             tool.fn_metadata.output_schema = compact_schema(
@@ -146,8 +163,11 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         name="create_image",
         title="Create image",
         description=CREATE_DESCRIPTION,
-        annotations=ToolAnnotations( read_only_hint=False, destructive_hint=False,
-            idempotent_hint=False, open_world_hint=True,
+        annotations=ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
         ),
     )
     async def create_image(
@@ -155,9 +175,13 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         ctx: Context[Any, Any],
         images: Annotated[
             list[str],
-            Field(max_length=10, description="Reference images: absolute file paths, http(s) URLs or Base64."),
+            Field(
+                max_length=10, description="Reference images: absolute file paths, http(s) URLs or Base64."
+            ),
         ] = [],  # noqa: B006 - pydantic copies defaults
-        element_ids: Annotated[list[ElementId], Field(max_length=10, description="Element library ids.")] = [],  # noqa: B006
+        element_ids: Annotated[
+            list[ElementId], Field(max_length=10, description="Element library ids.")
+        ] = [],  # noqa: B006
         model: Literal["kling-image-o1", "kling-v3-omni"] = "kling-image-o1",
         resolution: Literal["1k", "2k", "4k"] = "1k",
         aspect_ratio: Annotated[
@@ -172,16 +196,27 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         watermark: bool | None = None,
         external_task_id: Annotated[
             str | None,
-            Field(max_length=128, pattern=r"^[A-Za-z0-9._:-]+$", description="Your own id; makes retries safe."),
+            Field(
+                max_length=128, pattern=r"^[A-Za-z0-9._:-]+$", description="Your own id; makes retries safe."
+            ),
         ] = None,
-        callback_url: Annotated[str | None, Field(max_length=2048, description="Vendor POSTs status here.")] = None,
+        callback_url: Annotated[
+            str | None, Field(max_length=2048, description="Vendor POSTs status here.")
+        ] = None,
         wait_seconds: Annotated[
-            float, Field(ge=0, le=MAX_WAIT_SECONDS, description="Wait this long for the result (0: return at once).")
+            float,
+            Field(
+                ge=0, le=MAX_WAIT_SECONDS, description="Wait this long for the result (0: return at once)."
+            ),
         ] = 0,
     ) -> Annotated[CallToolResult, TaskAnswer]:
         async with tool_errors("create_image"):
             service = _service(ctx)
-            if series_amount is not None and not isinstance(series_amount, str) and not 2 <= series_amount <= 9:
+            if (
+                series_amount is not None
+                and not isinstance(series_amount, str)
+                and not 2 <= series_amount <= 9
+            ):
                 raise ToolError(f"series_amount={series_amount} is not allowed: use 2 to 9, or 'auto'.")
             params = CreateImageParams(
                 prompt=prompt,
@@ -197,7 +232,9 @@ def register_tools(server: MCPServer[AppContext]) -> None:
                 external_task_id=external_task_id,
                 callback_url=callback_url,
             )
-            answer = await service.create_image(params, wait_seconds=wait_seconds, progress=await _progress(ctx))
+            answer = await service.create_image(
+                params, wait_seconds=wait_seconds, progress=await _progress(ctx)
+            )
             return await render_answer(answer, preview_size=service.settings.preview_size)
 
     @server.tool(
@@ -205,8 +242,11 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         title="Get task",
         description="Check a task once (free). A finished task's images are saved to disk on first sight "
         "and their paths returned. To wait for a running task use wait_for_task instead.",
-        annotations=ToolAnnotations( read_only_hint=True, destructive_hint=False,
-            idempotent_hint=True, open_world_hint=True,
+        annotations=ToolAnnotations(
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
         ),
     )
     async def get_task(task_id: TaskId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, TaskAnswer]:
@@ -219,8 +259,11 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         name="wait_for_task",
         title="Wait for task",
         description=WAIT_DESCRIPTION,
-        annotations=ToolAnnotations( read_only_hint=True, destructive_hint=False,
-            idempotent_hint=True, open_world_hint=True,
+        annotations=ToolAnnotations(
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
         ),
     )
     async def wait_for_task(
@@ -240,8 +283,11 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         name="list_tasks",
         title="List tasks",
         description="List recent image tasks, newest first (free): status, image count, saved file paths.",
-        annotations=ToolAnnotations( read_only_hint=True, destructive_hint=False,
-            idempotent_hint=True, open_world_hint=True,
+        annotations=ToolAnnotations(
+            read_only_hint=True,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=True,
         ),
     )
     async def list_tasks(
