@@ -88,7 +88,7 @@ async def serve_asgi(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        except BaseException:  # noqa: BLE001 - a crashed server must not mask the caller's error
+        except BaseException:
             logger.debug("HTTP server on port %s ended with an error", bound_port, exc_info=True)
         finally:
             sock.close()

@@ -86,7 +86,9 @@ class TaskWatcher:
 
     @property
     def finished(self) -> bool:
-        return self.error is not None or (self.latest is not None and self.latest.task_status in FINAL_STATUSES)
+        return self.error is not None or (
+            self.latest is not None and self.latest.task_status in FINAL_STATUSES
+        )
 
     def wake(self) -> None:
         """Poll now (a callback said the task changed)."""
@@ -231,4 +233,3 @@ class WatcherRegistry:
             del self._watchers[watcher.key]
             for alias in [a for a, k in self._aliases.items() if k == watcher.key]:
                 del self._aliases[alias]
-
