@@ -1,0 +1,87 @@
+"""The Kling Omni-Image API layer: wire models, rules, auth, errors and the async client.
+
+Everything a caller needs is importable from here; the submodules are the implementation.
+"""
+
+from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth, auth_from_settings
+from kling_omni_mcp.kling.client import KlingClient, RetryPolicy, new_external_task_id
+from kling_omni_mcp.kling.errors import (
+    CODE_HINTS,
+    KlingAccountError,
+    KlingAPIError,
+    KlingAuthError,
+    KlingConfigError,
+    KlingError,
+    KlingInvalidRequestError,
+    KlingPermissionError,
+    KlingPolicyError,
+    KlingRateLimitError,
+    KlingResponseError,
+    KlingServerError,
+    KlingTaskNotFoundError,
+    KlingTimeoutError,
+    KlingTransportError,
+    KlingValidationError,
+)
+from kling_omni_mcp.kling.models import (
+    CreateImageRequest,
+    ElementRef,
+    ImageRef,
+    TaskData,
+    TaskImage,
+    TaskStatus,
+    WatermarkInfo,
+)
+from kling_omni_mcp.kling.rules import (
+    MODEL_CAPABILITIES,
+    ModelCapabilities,
+    capabilities_for,
+    check_prompt_references,
+    describe_models,
+    estimate_units,
+    image_count,
+    prompt_references,
+    validate_create_request,
+)
+
+__all__ = [
+    "CODE_HINTS",
+    "MODEL_CAPABILITIES",
+    "ApiKeyAuth",
+    "Auth",
+    "CreateImageRequest",
+    "ElementRef",
+    "ImageRef",
+    "JwtAuth",
+    "KlingAPIError",
+    "KlingAccountError",
+    "KlingAuthError",
+    "KlingClient",
+    "KlingConfigError",
+    "KlingError",
+    "KlingInvalidRequestError",
+    "KlingPermissionError",
+    "KlingPolicyError",
+    "KlingRateLimitError",
+    "KlingResponseError",
+    "KlingServerError",
+    "KlingTaskNotFoundError",
+    "KlingTimeoutError",
+    "KlingTransportError",
+    "KlingValidationError",
+    "ModelCapabilities",
+    "RetryPolicy",
+    "TaskData",
+    "TaskImage",
+    "TaskStatus",
+    "WatermarkInfo",
+    "auth_from_settings",
+    "capabilities_for",
+    "check_prompt_references",
+    "describe_models",
+    "estimate_units",
+    "image_count",
+    "new_external_task_id",
+    "prompt_references",
+    "validate_create_request",
+]

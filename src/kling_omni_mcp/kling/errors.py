@@ -7,7 +7,7 @@ Every error carries what a caller needs to decide and what a person needs to act
     ├── KlingValidationError        a request refused locally, before any credit is spent (field, value, rule)
     ├── KlingTransportError         no answer: connection refused, DNS, timeout
     │   └── KlingTimeoutError
-    ├── KlingResponseError          an answer that is not the vendor's envelope (HTML page, not JSON, fields missing)
+    ├── KlingResponseError          an answer that is not the vendor's envelope (HTML, not JSON, no fields)
     └── KlingAPIError               the vendor answered with a non-zero code
         ├── KlingAuthError          1000-1004
         ├── KlingAccountError       1100-1102, 1304 (arrears, resource pack used up, IP whitelist)
@@ -91,6 +91,8 @@ class KlingError(Exception):
         self.code = code
         self.vendor_message = vendor_message
         self.request_id = request_id
+        #: Seconds the server asked us to wait (``Retry-After``), when it said so.
+        self.retry_after: float | None = None
 
     def describe(self) -> str:
         """One paragraph for a person or a model: what happened, what to do, ids to quote."""
