@@ -401,4 +401,3 @@ class KlingService:
         except MediaError as exc:
             # The images matter more than their notes: report, don't fail the call.
             logger.warning("Could not write the sidecar for task %s: %s", task_id, exc)
-
