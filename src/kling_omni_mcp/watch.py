@@ -66,8 +66,8 @@ class TaskWatcher:
         self._max = max(self._initial, max_interval)
         self._on_idle = on_idle
         self.latest: TaskData | None = None
-        #: A final error (e.g. the task does not exist); waiters raise it.
-        self.error: KlingError | None = None
+        #: A final error (e.g. the task does not exist, or a bug); waiters raise it.
+        self.error: Exception | None = None
         #: Last transient error, kept for progress messages.
         self.last_transient: KlingError | None = None
         self.polls = 0
@@ -119,6 +119,11 @@ class TaskWatcher:
                         logger.info("Task %s: poll failed, will retry: %s", self.key, exc.message)
                     else:
                         self.error = exc
+                except Exception as exc:
+                    # A bug must end this task's wait with an error, never take down the task
+                    # group that every other watcher (and the server's lifespan) runs in.
+                    logger.exception("Task %s: unexpected error while polling", self.key)
+                    self.error = exc
                 self._publish()
                 if self.finished:
                     break
