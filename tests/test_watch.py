@@ -77,9 +77,11 @@ async def test_wake_polls_at_once() -> None:
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
         result = []
+        finished = anyio.Event()
 
         async def wait() -> None:
             result.append(await registry.wait("cb", 60, nothing))
+            finished.set()
 
         tg.start_soon(wait)
         await anyio.sleep(0.2)
@@ -87,8 +89,7 @@ async def test_wake_polls_at_once() -> None:
         assert watcher is not None and vendor.polls["cb"] == 1
         with anyio.fail_after(5):  # the next poll would be 30 s away
             watcher.wake()
-            while not result:
-                await anyio.sleep(0.01)
+            await finished.wait()
     assert result[0].done
 
 
