@@ -56,7 +56,10 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             # Imported here: the simulator (and Pillow) cost start-up time only when used.
             from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 
-            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration))
+            # The embedded simulator signs its callbacks with our own webhook secret, so the
+            # HTTP transport's callback route can be tried end to end in simulate mode too.
+            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration, webhook_secret=secret))
             base_url = await stack.enter_async_context(running_simulator(simulator))
             logger.info("Simulate mode: the embedded Kling simulator is serving on %s", base_url)
             client = KlingClient(

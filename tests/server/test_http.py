@@ -73,6 +73,18 @@ async def test_tokens_guard_mcp(
             assert created.structured_content["status"] == "succeeded"
 
 
+async def test_stateless_mode_serves_tools(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(simulator.base_url, mcp_auth_tokens=[TOKEN])
+    async with serve_asgi(build_http_app(settings, stateless=True)) as url:
+        for _ in range(2):  # each connection is independent: no session to keep
+            async with client_for(url, TOKEN, "legacy") as client:
+                created = await client.call_tool("create_image", {"prompt": "Stateless", "wait_seconds": 20})
+                assert not created.is_error
+                assert created.structured_content["status"] == "succeeded"  # type: ignore[index]
+
+
 async def test_foreign_host_header_refused(
     simulator: SimHandle, make_settings: Callable[..., Settings]
 ) -> None:
