@@ -13,8 +13,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import jwt
-
 from kling_omni_mcp.kling.errors import KlingConfigError
 
 if TYPE_CHECKING:
@@ -124,6 +122,10 @@ class JwtAuth(Auth):
         return True
 
     def _sign(self, now: float) -> tuple[str, float]:
+        # Imported here: PyJWT pulls in ``cryptography`` (~15 ms), which an API-key set-up
+        # never needs, and every host waits for start-up.
+        import jwt
+
         issued = int(now)
         expires = issued + JWT_LIFETIME
         claims = {"iss": self._access_key, "exp": expires, "nbf": issued - JWT_NBF_SKEW}

@@ -156,6 +156,13 @@ def _compact_registered(server: MCPServer[AppContext]) -> None:
             )
 
 
+#: get_task, wait_for_task and list_tasks only read from the vendor (saving results locally is a
+#: cache of what the vendor holds), so repeating them is safe.
+_READS_VENDOR = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
+
+
 def register_tools(server: MCPServer[AppContext]) -> None:
     """Add the four tools to ``server``."""
 
@@ -242,12 +249,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         title="Get task",
         description="Check a task once (free). A finished task's images are saved to disk on first sight "
         "and their paths returned. To wait for a running task use wait_for_task instead.",
-        annotations=ToolAnnotations(
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=_READS_VENDOR,
     )
     async def get_task(task_id: TaskId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, TaskAnswer]:
         async with tool_errors("get_task"):
@@ -259,12 +261,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         name="wait_for_task",
         title="Wait for task",
         description=WAIT_DESCRIPTION,
-        annotations=ToolAnnotations(
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=_READS_VENDOR,
     )
     async def wait_for_task(
         task_id: TaskId,
@@ -283,12 +280,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         name="list_tasks",
         title="List tasks",
         description="List recent image tasks, newest first (free): status, image count, saved file paths.",
-        annotations=ToolAnnotations(
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=True,
-        ),
+        annotations=_READS_VENDOR,
     )
     async def list_tasks(
         ctx: Context[Any, Any],
