@@ -12,6 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
+from urllib.request import getproxies
 
 import anyio
 import httpx2
@@ -38,16 +40,42 @@ def result_root(settings: Settings) -> Path:
     return settings.output_dir / "simulated" if settings.simulate else settings.output_dir
 
 
+class _LazyTransport(httpx2.AsyncBaseTransport):
+    """httpx2's default transport, built on the first request rather than at start-up.
+
+    Building it imports httpcore2 and loads the system CA store (about 30 ms together), which
+    no host should wait for before its first answer: the first vendor request pays it instead.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._transport: httpx2.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._transport is None:
+            self._transport = httpx2.AsyncHTTPTransport(**self._options)
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            await self._transport.aclose()
+
+
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
     """Everything the tools need, opened in order and closed in reverse."""
     async with AsyncExitStack() as stack:
         timeout = httpx2.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout))
+        limits = httpx2.Limits(max_connections=64, max_keepalive_connections=16)
+        # httpx2 ignores proxy settings when given a transport: with any configured, let it
+        # build its own transports as usual.
+        lazy = None if getproxies() else _LazyTransport(limits=limits)
         http = await stack.enter_async_context(
             httpx2.AsyncClient(
                 timeout=timeout,
                 follow_redirects=True,
-                limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16),
+                limits=limits,
+                transport=lazy,
                 headers={"User-Agent": USER_AGENT},
             )
         )

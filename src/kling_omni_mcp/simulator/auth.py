@@ -11,8 +11,6 @@ import hmac
 import warnings
 from collections.abc import Mapping
 
-import jwt
-
 from .envelope import ApiError
 
 __all__ = ["check_authorization"]
@@ -33,6 +31,10 @@ def _known_api_key(token: str, api_keys: tuple[str, ...]) -> bool:
 
 
 def _check_jwt(token: str, access_keys: Mapping[str, str]) -> None:
+    # Imported here: PyJWT pulls in ``cryptography``, which API-key and open set-ups (such as
+    # ``--simulate``, whose start-up a host waits for) never need.
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx2
-from standardwebhooks import Webhook
 
 from .state import FINAL_STATUSES, CallbackRecord, Counters, TaskRecord
 
@@ -45,7 +44,12 @@ class CallbackSender:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._counters = counters
-        self._webhook = Webhook(webhook_secret) if webhook_secret else None
+        self._webhook = None
+        if webhook_secret:
+            # Imported here: only signed callbacks need it, and start-up should not wait for it.
+            from standardwebhooks import Webhook
+
+            self._webhook = Webhook(webhook_secret)
         self._timeout = timeout
         self._max_workers = max_workers
         self._clock = clock

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import anyio.to_thread
-from PIL import Image, ImageDraw
 
 from .contract import RESOLUTION_LONG_SIDE
 
@@ -53,6 +52,9 @@ def _palette(digest: bytes) -> list[tuple[int, int, int]]:
 
 def render_png(seed: str, index: int, size: tuple[int, int], *, watermark: bool = False) -> bytes:
     """A PNG of ``size`` that looks different for each ``seed``/``index``; optionally watermarked."""
+    # Imported here: Pillow is only needed once a result is downloaded, not to start serving.
+    from PIL import Image, ImageDraw
+
     width, height = size
     digest = hashlib.sha512(f"{seed}/{index}".encode()).digest()
     colors = _palette(digest)

@@ -16,8 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
-
 from . import contract as c
 from .envelope import ApiError
 
@@ -150,6 +148,9 @@ def _series_amount(body: dict[str, Any]) -> tuple[int, int | str | None]:
 
 
 def _measure_base64(name: str, text: str) -> InputImage:
+    # Imported here: Pillow is only needed once an image arrives, not to start serving.
+    from PIL import Image
+
     if len(text) > _MAX_BASE64_CHARS:
         raise _bad(name, f"decoded image must not exceed {c.MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     try:

@@ -1,0 +1,5 @@
+"""Benchmarks of what users feel, each measured side by side with a baseline in the same run.
+
+Run ``python -m benchmarks`` from the project root (``--quick`` for a smoke run); see
+``docs/benchmarks.md`` for what each figure means.
+"""

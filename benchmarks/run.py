@@ -1,0 +1,108 @@
+"""``python -m benchmarks [--quick] [--only SECTION ...]``: run every benchmark, print one table.
+
+Sections run one after another (never side by side, so none slows another down), cold start
+first while the machine is quiet. The table is Markdown, ready to paste into
+``docs/benchmarks.md``; a summary of the targets follows it. ``--quick`` is a smoke run (fewer
+samples, shorter tasks, smaller sizes) that checks everything works: judge targets on a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version
+
+import anyio
+
+from benchmarks import call_overhead, cold_start, context_cost, finish_delay, input_prep, scale
+from benchmarks._common import Row, quiet_logging, render_table
+
+__all__ = ["SECTIONS", "machine_line", "main"]
+
+Runner = Callable[[bool], Awaitable[list[Row]]]
+
+#: (key, title, runner) in the order they run.
+SECTIONS: list[tuple[str, str, Runner]] = [
+    ("cold", "Cold start over stdio (median of 9 spawns; quick: 3)", cold_start.run),
+    ("overhead", "Call overhead (median of 200 calls; quick: 30)", call_overhead.run),
+    ("delay", "Finish-to-answer delay", finish_delay.run),
+    ("scale", "Scale: concurrent waits in one server", scale.run),
+    ("inputs", "Input preparation (median of 3 runs; quick: 1)", input_prep.run),
+    ("context", "Context cost", context_cost.run),
+]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    """The machine, interpreter and SDK the figures were measured on."""
+    return (
+        f"{os.cpu_count()} CPUs ({_cpu_model()}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, mcp {version('mcp')}, "
+        f"kling-omni-mcp {version('kling-omni-mcp')}"
+    )
+
+
+def _summary(sections: Sequence[tuple[str, Sequence[Row]]]) -> str:
+    judged = [row for _, rows in sections for row in rows if row.met is not None]
+    missed = [row for row in judged if row.counts and not row.met]
+    counted = sum(1 for row in judged if row.counts)
+    lines = [f"Targets met with the default settings: {counted - len(missed)} of {counted}."]
+    lines += [f"- missed: {row.name}: {row.value} ({row.compare}; target {row.target})" for row in missed]
+    for row in judged:
+        if not row.counts:
+            verdict = "would meet" if row.met else "would miss"
+            lines.append(f"- candidate setting, {verdict} its targets: {row.name}: {row.value}")
+    return "\n".join(lines)
+
+
+async def _run(quick: bool, only: set[str]) -> int:
+    results: list[tuple[str, Sequence[Row]]] = []
+    started = time.monotonic()
+    for key, title, runner in SECTIONS:
+        if only and key not in only:
+            continue
+        section_started = time.monotonic()
+        print(f"running {key} ...", file=sys.stderr, flush=True)
+        rows = await runner(quick)
+        print(f"  {key}: {time.monotonic() - section_started:.0f} s", file=sys.stderr, flush=True)
+        results.append((title, rows))
+    mode = "quick smoke run: few samples, judge targets on a full run" if quick else "full run"
+    print(f"Machine: {machine_line()}")
+    print(f"Mode: {mode}; took {time.monotonic() - started:.0f} s.\n")
+    print(render_table(results))
+    print()
+    print(_summary(results))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options, run the sections, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer samples, smaller sizes")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=[key for key, _, _ in SECTIONS],
+        help="run only this section (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    # A developer's own KLING_* settings must not change what is measured.
+    for name in [n for n in os.environ if n.startswith("KLING_")]:
+        del os.environ[name]
+    quiet_logging()
+    return anyio.run(_run, args.quick, set(args.only))
