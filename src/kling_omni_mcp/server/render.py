@@ -11,12 +11,16 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel
 
 from kling_omni_mcp.answers import TaskAnswer
+
+if TYPE_CHECKING:
+    from kling_omni_mcp.media.previews import Preview
 
 __all__ = ["ANSWER_CHAR_LIMIT", "PREVIEW_CHAR_BUDGET", "render_answer", "render_model"]
 
@@ -26,6 +30,23 @@ logger = logging.getLogger(__name__)
 ANSWER_CHAR_LIMIT = 100_000
 #: What inline previews may use of it (Base64 characters, all previews together).
 PREVIEW_CHAR_BUDGET = 60_000
+
+
+def _preview(path: Path, side: int, max_bytes: int) -> Preview | None:
+    """A preview of a saved file, made once: agents call get_task on the same task again and
+    again, and re-encoding a 1024 px PNG each time costs ~25 ms per image (measured)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _preview_of(str(path), stat.st_mtime_ns, stat.st_size, side, max_bytes)
+
+
+@functools.lru_cache(maxsize=64)  # previews are at most ~45 KB: a few MB at most
+def _preview_of(path: str, _mtime_ns: int, _size: int, side: int, max_bytes: int) -> Preview | None:
+    from kling_omni_mcp.media.previews import make_preview
+
+    return make_preview(Path(path), max_side=side, max_bytes=max_bytes)
 
 
 def render_model(model: BaseModel, text: str) -> CallToolResult:
@@ -45,7 +66,7 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
     previews: list[ContentBlock] = []
     preview_note: str | None = None
     if saved and preview_size > 0:
-        from kling_omni_mcp.media.previews import make_preview, preview_budget
+        from kling_omni_mcp.media.previews import preview_budget
 
         side, per_image = preview_budget(
             len(saved), max_side_cap=preview_size, total_chars=PREVIEW_CHAR_BUDGET
@@ -56,7 +77,7 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
             preview = None
             if side > 0:
                 preview = await anyio.to_thread.run_sync(
-                    functools.partial(make_preview, Path(img.path), max_side=side, max_bytes=per_image)
+                    functools.partial(_preview, Path(img.path), side, per_image)
                 )
             if preview is None:
                 continue
