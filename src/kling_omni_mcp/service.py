@@ -243,7 +243,9 @@ class KlingService:
         outcome = await self.watchers.wait(task_id, budget, on_tick)
         if outcome.task is None:
             raise ServiceError(
-                f"No answer about task {task_id} within {budget:.0f} s. Call {_wait_call(task_id)} again."
+                f"No answer about task {task_id} within {budget:g} s: the Kling API did not answer in "
+                f"time (it may be slow or unreachable; get_task shows its error). "
+                f"Call {_wait_call(task_id)} again."
             )
         if outcome.done:
             if progress is not None and budget > reported:
@@ -299,6 +301,8 @@ class KlingService:
         answer = self._plain(task, **extra)
         if answer.status == "succeeded":
             await self._save_results(task, answer)
+        elif answer.status == "failed":
+            self._record_failure(task, answer)
         elif not answer.done:
             answer.next_call = _wait_call(task.task_id)
         return answer
@@ -330,6 +334,20 @@ class KlingService:
                 info.width, info.height = item.width, item.height
         answer.notes.extend(sorted(failures))
         self._write_result_sidecar(task, answer, saved)
+
+    def _record_failure(self, task: TaskData, answer: TaskAnswer) -> None:
+        """Keep the sidecar of a task made here truthful: it failed, and why (foreign tasks get none)."""
+        if self.store.read_sidecar(task.task_id) is None:
+            return
+        self._merge_sidecar(
+            task.task_id,
+            {
+                "status": answer.status,
+                "status_message": answer.status_message,
+                "units_charged": task.final_unit_deduction,
+                "updated_at": answer.updated_at,
+            },
+        )
 
     def _failure_message(self, answer: TaskAnswer) -> str:
         reason = answer.status_message or "no reason given"

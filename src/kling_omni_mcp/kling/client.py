@@ -48,6 +48,7 @@ from kling_omni_mcp.kling.errors import (
 )
 from kling_omni_mcp.kling.models import CreateImageRequest, TaskData, TaskInfo
 from kling_omni_mcp.kling.rules import validate_create_request
+from kling_omni_mcp.redact import redact
 
 __all__ = ["DEFAULT_USER_AGENT", "OMNI_IMAGE_PATH", "KlingClient", "RetryPolicy", "new_external_task_id"]
 
@@ -478,8 +479,9 @@ class KlingClient:
         """One request and its answer's ``data``; every failure is a ``KlingError``."""
         if self._state is _State.CLOSED:
             raise RuntimeError("this KlingClient is closed")
+        authorization = self._auth.authorization()
         headers = {
-            "Authorization": self._auth.authorization(),
+            "Authorization": authorization,
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }
@@ -501,7 +503,23 @@ class KlingClient:
             request_id,
             attempt,
         )
-        return _read_envelope(response, where=f"{method} {path}", not_found=not_found)
+        try:
+            return _read_envelope(response, where=f"{method} {path}", not_found=not_found)
+        except KlingError as exc:
+            # A vendor message or a proxy's error page may echo the credential we sent; the
+            # error text reaches the model and its transcript, so it must not carry it.
+            _scrub(exc, authorization.partition(" ")[2])
+            raise
+
+
+def _scrub(error: KlingError, token: str) -> None:
+    """Mask ``token`` (and any bearer token or JWT) in every text of ``error``, in place."""
+    error.message = redact(error.message, [token])
+    error.args = (error.message,)
+    if error.hint:
+        error.hint = redact(error.hint, [token])
+    if error.vendor_message:
+        error.vendor_message = redact(error.vendor_message, [token])
 
 
 def _with_external_id(task: TaskData, external_id: str) -> TaskData:

@@ -132,7 +132,13 @@ def resolve_input_path(raw: str, allowed_dirs: Sequence[Path]) -> Path:
             f"{text} is in a hidden file or folder (a name starting with '.'), which this server never "
             "reads: copy the image to a visible folder."
         )
-    if not candidate.exists():
+    try:
+        exists = candidate.exists()
+    except OSError as exc:  # e.g. a name or path too long for the file system (ENAMETOOLONG)
+        raise InputImageError(
+            f"Cannot use {text}: {exc.strerror or exc.__class__.__name__}. Give the path of an image file."
+        ) from None
+    if not exists:
         raise InputImageError(f"No file at {given}.{_did_you_mean(candidate, roots)}")
     try:
         resolved = candidate.resolve(strict=True)
