@@ -106,6 +106,29 @@ async def test_a_png_is_saved_under_the_task_id_and_index(
 
 
 @pytest.mark.anyio
+async def test_temp_files_left_by_a_killed_process_are_swept(
+    tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
+) -> None:
+    import os
+    import time
+
+    from kling_omni_mcp.media.outputs import STALE_PARTIAL_SECONDS
+
+    _srv, base = server
+    folder = tmp_path / "out" / TASK
+    folder.mkdir(parents=True)
+    stale = folder / f".{TASK}_0.partial-dead01"
+    fresh = folder / f".{TASK}_1.partial-live02"  # a download that may still be running
+    for leftover in (stale, fresh):
+        leftover.write_bytes(b"\x89PNG half")
+    old = time.time() - STALE_PARTIAL_SECONDS - 60
+    os.utime(stale, (old, old))
+    await ResultStore(tmp_path / "out").save_image(http, f"{base}/img.png", TASK, 2)
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+@pytest.mark.anyio
 async def test_the_extension_comes_from_the_bytes(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:

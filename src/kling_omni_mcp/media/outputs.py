@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -159,6 +160,7 @@ class ResultStore:
 
         folder = self.task_dir(task_id)
         await anyio.to_thread.run_sync(self._ensure_dir, folder)
+        await anyio.to_thread.run_sync(_sweep_stale_partials, folder)
         temp = folder / f".{folder.name}_{index}.partial-{secrets.token_hex(6)}"
         placed = False
         try:
@@ -235,6 +237,21 @@ class ResultStore:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+#: A temp file this old belongs to a process that died (SIGKILL, power loss): a live download
+#: ends within its timeout (60 s by default), so no running writer can own it.
+STALE_PARTIAL_SECONDS = 15 * 60
+
+
+def _sweep_stale_partials(folder: Path) -> None:
+    """Remove temp files left in ``folder`` by a killed process, so none accumulate."""
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    with contextlib.suppress(OSError):
+        for leftover in folder.glob(".*.partial-*"):
+            with contextlib.suppress(OSError):
+                if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
 
 def _json_default(value: object) -> str:
