@@ -90,6 +90,20 @@ def make_settings(tmp_path: Path, workdir: Path) -> Callable[..., Settings]:
     return make
 
 
+def text_of(result: Any) -> str:
+    """The text blocks of a tool answer, joined."""
+    return "\n".join(getattr(b, "text", "") for b in result.content if getattr(b, "type", "") == "text")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (right now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_png(
     path: Path, size: tuple[int, int] = (640, 480), color: tuple[int, int, int] = (20, 120, 200)
 ) -> Path:

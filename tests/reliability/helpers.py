@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,18 +17,6 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.app import build_server
 
 RESULTS_DIR = Path(__file__).parent / ".results"
-
-
-def text_of(result: Any) -> str:
-    """The text blocks of a tool answer, joined."""
-    return "\n".join(getattr(b, "text", "") for b in result.content if getattr(b, "type", "") == "text")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -18,8 +18,8 @@ from PIL import Image
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import JwtAuth
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import SimHandle, sim_with
-from tests.reliability.helpers import free_port, leftovers, mcp_session, text_of
+from tests.conftest import SimHandle, free_port, sim_with, text_of
+from tests.reliability.helpers import leftovers, mcp_session
 
 pytestmark = pytest.mark.anyio
 

@@ -34,8 +34,8 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.media.sniff import sniff
 from kling_omni_mcp.server.app import build_server
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import TEST_API_KEY, write_png
-from tests.reliability.helpers import leftovers, text_of
+from tests.conftest import TEST_API_KEY, text_of, write_png
+from tests.reliability.helpers import leftovers
 
 #: Bytes planted in files the server must never read; they must never reach the vendor.
 MARKER = b"KLING-RELIABILITY-SECRET-MARKER"

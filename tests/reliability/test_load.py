@@ -23,8 +23,8 @@ from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.app import ServiceSlot, build_server
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import TEST_API_KEY
-from tests.reliability.helpers import record_result, text_of
+from tests.conftest import TEST_API_KEY, text_of
+from tests.reliability.helpers import record_result
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,19 +20,13 @@ from standardwebhooks.webhooks import Webhook
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.http import UnsafeBindError, build_http_app, check_bind_is_safe
-from tests.conftest import SimHandle, sim_with
+from tests.conftest import SimHandle, free_port, sim_with
 from tests.server.test_stdio import command
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "tok-3b9d7e21c4a8f0aa"
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -13,13 +13,9 @@ from mcp import Client
 
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.app import build_server
-from tests.conftest import SimHandle, write_png
+from tests.conftest import SimHandle, text_of, write_png
 
 pytestmark = pytest.mark.anyio
-
-
-def text_of(result: Any) -> str:
-    return "\n".join(getattr(b, "text", "") for b in result.content if getattr(b, "type", "") == "text")
 
 
 # (arguments, words the message must contain)

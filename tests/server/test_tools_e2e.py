@@ -16,15 +16,11 @@ from PIL import Image
 
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.app import build_server
-from tests.conftest import SimHandle, sim_with, write_png
+from tests.conftest import SimHandle, sim_with, text_of, write_png
 
 pytestmark = pytest.mark.anyio
 
 MODES = ["auto", "legacy"]
-
-
-def text_of(result: Any) -> str:
-    return "\n".join(getattr(b, "text", "") for b in result.content if getattr(b, "type", "") == "text")
 
 
 async def create(client: Client, **args: Any) -> dict[str, Any]:
