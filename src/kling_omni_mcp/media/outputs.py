@@ -129,7 +129,8 @@ class ResultStore:
             found.append((int(match["index"]), int(match["dup"] or 1), entry.name, Path(entry.path)))
         return [item[3] for item in sorted(found)]
 
-    def _existing(self, task_id: str, index: int) -> Path | None:
+    def saved_image(self, task_id: str, index: int) -> Path | None:
+        """The saved file of image ``index`` of ``task_id``, if there is one."""
         for ext in dict.fromkeys(_EXTENSIONS.values()):
             path = self.image_path(task_id, index, ext)
             if path.is_file() and not path.is_symlink():
@@ -154,7 +155,7 @@ class ResultStore:
         finish within ``timeout`` seconds.
         """
         label = f"image {index} of task {task_id}"
-        existing = await anyio.to_thread.run_sync(self._existing, task_id, index)
+        existing = await anyio.to_thread.run_sync(self.saved_image, task_id, index)
         if existing is not None:
             return await anyio.to_thread.run_sync(_describe_file, existing, True, label)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -72,16 +71,11 @@ def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPS
         service = ctx.request_context.lifespan_context.service
         if not index.isdigit():
             raise ResourceError(f"index must be a number, got {index!r}.")
-        for path in service.store.find_saved_images(task_id):
-            if _index_of(path) == int(index):
-                return path.read_bytes()
+        path = service.store.saved_image(task_id, int(index))
+        if path is not None:
+            return path.read_bytes()
         raise ResourceError(
             f'No saved image {index} for task {task_id}: call get_task(task_id="{task_id}") to save it first.'
         )
 
     return server
-
-
-def _index_of(path: Path) -> int | None:
-    stem = path.stem.rsplit("_", 1)[-1].split("-", 1)[0]
-    return int(stem) if stem.isdigit() else None
