@@ -94,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "doctor":
         from kling_omni_mcp.doctor import run_doctor
 
-        return run_doctor(settings)
+        text, ready = run_doctor(settings)
+        print(text)  # doctor is a command for a person, not a server: stdout is its output
+        return 0 if ready else 1
     if args.transport == "http":
         from kling_omni_mcp.server.http import serve_http
 

@@ -13,7 +13,7 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.runtime import open_service, result_root
 
-__all__ = ["Check", "run_checks", "run_doctor"]
+__all__ = ["Check", "report", "run_checks", "run_doctor"]
 
 
 @dataclass(frozen=True)
@@ -79,14 +79,17 @@ async def run_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-def run_doctor(settings: Settings) -> int:
-    """Print the checks and a verdict; 0 when everything is ready."""
-    checks = anyio.run(run_checks, settings)
-    for check in checks:
-        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+def report(checks: list[Check]) -> tuple[str, bool]:
+    """The checks and a verdict a person can act on, as text; and whether everything is ready."""
+    lines = [f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}" for check in checks]
     failed = [c for c in checks if not c.ok]
     if failed:
-        print(f"\nNot ready: fix the {len(failed)} item(s) marked FAIL above, then run the doctor again.")
-        return 1
-    print("\nReady: add kling-omni-mcp to your MCP host (see the README) and ask for an image.")
-    return 0
+        lines.append(f"\nNot ready: fix the {len(failed)} item(s) marked FAIL, then run the doctor again.")
+    else:
+        lines.append("\nReady: add kling-omni-mcp to your MCP host (see the README) and ask for an image.")
+    return "\n".join(lines), not failed
+
+
+def run_doctor(settings: Settings) -> tuple[str, bool]:
+    """Run every check; return the report and whether everything is ready."""
+    return report(anyio.run(run_checks, settings))
