@@ -90,6 +90,15 @@ def make_settings(tmp_path: Path, workdir: Path) -> Callable[..., Settings]:
     return make
 
 
+def command() -> list[str]:
+    """The installed ``kling-omni-mcp`` console script, or the module when run from a source tree."""
+    import shutil
+    import sys
+
+    exe = shutil.which("kling-omni-mcp", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "kling_omni_mcp"]
+
+
 def text_of(result: Any) -> str:
     """The text blocks of a tool answer, joined."""
     return "\n".join(getattr(b, "text", "") for b in result.content if getattr(b, "type", "") == "text")

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.server.test_stdio import command
+from tests.conftest import command
 
 
 def run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -21,10 +20,15 @@ import httpx2
 
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time, plain_status
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.client import KlingClient
+from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import CreateImageRequest, ElementRef, ImageRef, TaskData, WatermarkInfo
-from kling_omni_mcp.kling.rules import check_prompt_references, estimate_units, validate_create_request
+from kling_omni_mcp.kling.rules import (
+    MAX_REFERENCES,
+    check_prompt_references,
+    estimate_units,
+    validate_create_request,
+)
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.media.inputs import PreparedImage, prepare_image_input
 from kling_omni_mcp.media.outputs import ResultStore, SavedImage
@@ -35,8 +39,6 @@ __all__ = ["CreateImageParams", "KlingService", "ProgressFn", "ServiceError", "T
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, str], Awaitable[None]]
-
-MAX_INPUTS = 10
 
 
 class ServiceError(Exception):
@@ -133,12 +135,13 @@ class KlingService:
         client = self.client  # refuse early when there are no credentials
         notes = list(params.extra_notes)
         total_inputs = len(params.images) + len(params.element_ids)
-        if total_inputs > MAX_INPUTS:
+        if total_inputs > MAX_REFERENCES:
             raise ServiceError(
                 f"{len(params.images)} images + {len(params.element_ids)} elements = {total_inputs} inputs; "
-                f"at most {MAX_INPUTS} together are allowed. Remove {total_inputs - MAX_INPUTS}."
+                f"at most {MAX_REFERENCES} together are allowed. Remove {total_inputs - MAX_REFERENCES}."
             )
-        # Prompt references are checked before any file is read: cheap mistakes first.
+        # The count and the prompt references are checked before any file is read (the rules
+        # check them again on the request): cheap mistakes first.
         check_prompt_references(params.prompt, images=len(params.images), elements=len(params.element_ids))
         prepared = await self._prepare_images(params.images)
         aspect_ratio = params.aspect_ratio
@@ -161,7 +164,7 @@ class KlingService:
             aspect_ratio=aspect_ratio,  # type: ignore[arg-type]
             watermark_info=WatermarkInfo(enabled=params.watermark) if params.watermark is not None else None,
             callback_url=params.callback_url or self._default_callback_url(),
-            external_task_id=params.external_task_id or f"kom-{uuid.uuid4().hex}",
+            external_task_id=params.external_task_id or new_external_task_id(),
         )
         validate_create_request(request)
         units = estimate_units(request)

@@ -27,9 +27,8 @@ from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig
-from tests.conftest import TEST_API_KEY, SimHandle, sim_with, text_of
+from tests.conftest import TEST_API_KEY, SimHandle, command, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
-from tests.server.test_stdio import command
 
 pytestmark = pytest.mark.anyio
 

@@ -27,9 +27,8 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import JwtAuth
 from kling_omni_mcp.server.http import build_http_app
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import free_port, text_of, write_png
+from tests.conftest import command, free_port, text_of, write_png
 from tests.reliability.helpers import files_under, mcp_session
-from tests.server.test_stdio import command
 
 pytestmark = pytest.mark.anyio
 

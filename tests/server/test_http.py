@@ -20,8 +20,7 @@ from standardwebhooks.webhooks import Webhook
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.http import UnsafeBindError, build_http_app, check_bind_is_safe
-from tests.conftest import SimHandle, free_port, sim_with
-from tests.server.test_stdio import command
+from tests.conftest import SimHandle, command, free_port, sim_with
 
 pytestmark = pytest.mark.anyio
 

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.conftest import TEST_API_KEY, SimHandle, write_png
+from tests.conftest import TEST_API_KEY, SimHandle, command, write_png
 
 pytestmark = pytest.mark.anyio
 
 BIG_ELEMENT = 829836802793406551
-
-
-def command() -> list[str]:
-    """The installed console script, or the module when run from a source tree."""
-    exe = shutil.which("kling-omni-mcp", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "kling_omni_mcp"]
 
 
 def server_params(env: dict[str, str], *args: str) -> StdioServerParameters:

@@ -219,12 +219,6 @@ def register_tools(server: MCPServer[AppContext]) -> None:
     ) -> Annotated[CallToolResult, TaskAnswer]:
         async with tool_errors("create_image"):
             service = _service(ctx)
-            if (
-                series_amount is not None
-                and not isinstance(series_amount, str)
-                and not 2 <= series_amount <= 9
-            ):
-                raise ToolError(f"series_amount={series_amount} is not allowed: use 2 to 9, or 'auto'.")
             params = CreateImageParams(
                 prompt=prompt,
                 images=images,
