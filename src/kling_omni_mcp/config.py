@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- spending (budget.py) ------------------------------------------------------------------
+    max_units_per_day: int | None = Field(
+        default=None, ge=1, description="Ceiling on estimated units created per UTC day (unset: none)."
+    )
+    confirm_above_units: int | None = Field(
+        default=None, ge=0, description="Ask the user to confirm a create estimated above this many units."
+    )
+
     # --- remote serving (HTTP transport) ----------------------------------------------------
     mcp_auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Bearer tokens accepted on /mcp (comma-separated)."
