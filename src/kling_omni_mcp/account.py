@@ -39,12 +39,9 @@ class PackInfo(BaseModel):
     """One resource pack, in plain words."""
 
     name: str
-    pack_id: str
-    status: str = Field(description="active, not yet active, used up or expired.")
+    status: str  # active, not yet active, used up or expired
     remaining_units: float
     total_units: float
-    kind: str = Field(description="decreasing_total (a pack of units) or constant_period.")
-    active_from: str | None = None
     expires_at: str | None = None
 
 
@@ -52,12 +49,9 @@ class AccountAnswer(BaseModel):
     """The account's packs and today's spending by this server."""
 
     packs: list[PackInfo]
-    remaining_units_active: float = Field(description="Sum of remaining units over active packs.")
+    remaining_units_active: float  # over active packs
     fetched_at: str
-    cache_age_seconds: float
-    simulated: bool = False
-    units_today: int = Field(description="Estimated units this server created today (UTC).")
-    daily_budget_units: int | None = None
+    units_today: int  # estimated units this server created today (UTC)
     daily_budget_left: int | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -65,7 +59,7 @@ class AccountAnswer(BaseModel):
         """The short text the model reads first."""
         lines = [
             f"{len(self.packs)} resource pack(s); {self.remaining_units_active:g} units left in active packs"
-            + (" (simulated account)." if self.simulated else ".")
+            + "."
         ]
         for pack in self.packs:
             until = f", expires {pack.expires_at}" if pack.expires_at else ""
@@ -79,12 +73,9 @@ def _pack(raw: AccountCosts, index: int) -> PackInfo:
     pack = raw.resource_pack_subscribe_infos[index]
     return PackInfo(
         name=pack.resource_pack_name or pack.resource_pack_id or f"pack {index + 1}",
-        pack_id=pack.resource_pack_id,
         status=_STATUS_WORDS.get(pack.status, pack.status or "unknown"),
         remaining_units=pack.remaining_quantity,
         total_units=pack.total_quantity,
-        kind=pack.resource_pack_type,
-        active_from=iso_time(pack.effective_time),
         expires_at=iso_time(pack.invalid_time),
     )
 
@@ -137,15 +128,17 @@ class AccountReader:
         fetched_mono, fetched_wall, costs = await self._costs()
         packs = [_pack(costs, i) for i in range(len(costs.resource_pack_subscribe_infos))]
         today = await self._spending.today()
+        age = max(self._clock() - fetched_mono, 0.0)
         notes = [DELAY_NOTE, today.sentence()]
+        if age >= 1:
+            notes.append(f"Cached answer, {age:.0f} s old (refreshed after {self._cache_seconds:g} s).")
+        if self._simulated:
+            notes.append("Simulated account (simulate mode): not your real balance.")
         return AccountAnswer(
             packs=packs,
             remaining_units_active=sum(p.remaining_units for p in packs if p.status == "active"),
             fetched_at=iso_time(int(fetched_wall * 1000)) or "",
-            cache_age_seconds=round(max(self._clock() - fetched_mono, 0.0), 1),
-            simulated=self._simulated,
             units_today=today.spent,
-            daily_budget_units=today.ceiling,
             daily_budget_left=today.left,
             notes=notes,
         )

@@ -62,7 +62,7 @@ async def _check_account(service: KlingService, settings: Settings) -> Check:
         f"{p.name}: {p.remaining_units:g}/{p.total_units:g} units, {p.status}" for p in account.packs
     )
     detail = f"{account.remaining_units_active:g} units left in active packs ({packs or 'no packs'}). "
-    return Check("account", True, detail + " ".join(account.notes))
+    return Check("account", True, detail + " ".join(account.notes[:2]))
 
 
 async def run_checks(settings: Settings) -> list[Check]:

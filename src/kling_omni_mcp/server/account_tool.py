@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["ACCOUNT_DESCRIPTION", "register_account_tool"]
 
 ACCOUNT_DESCRIPTION = (
-    "Show the account's resource packs: remaining and total units, status, expiry (free; "
-    "figures up to 12 h late), plus units this server used today and the daily budget."
+    "Remaining units per resource pack, and today's spending here (free; vendor figures lag up to 12 h)."
 )
 
 

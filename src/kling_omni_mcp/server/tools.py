@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Resolve
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
@@ -22,7 +24,7 @@ from kling_omni_mcp.config import MAX_WAIT_SECONDS
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.errors import MediaError
-from kling_omni_mcp.server.confirm import confirm_for
+from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
 from kling_omni_mcp.server.render import render_answer, render_model
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
@@ -182,6 +184,8 @@ def register_tools(server: MCPServer[AppContext]) -> None:
     async def create_image(
         prompt: Annotated[str, Field(min_length=1, max_length=2500, description="What to generate.")],
         ctx: Context[Any, Any],
+        # Asked of the user (form elicitation), never of the model: see server/confirm.py.
+        confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)],
         images: Annotated[
             list[str],
             Field(
@@ -236,7 +240,10 @@ def register_tools(server: MCPServer[AppContext]) -> None:
                 callback_url=callback_url,
             )
             answer = await service.create_image(
-                params, wait_seconds=wait_seconds, progress=await _progress(ctx), confirm=confirm_for(ctx)
+                params,
+                wait_seconds=wait_seconds,
+                progress=await _progress(ctx),
+                confirm=confirm_from(ctx, confirmation),
             )
             return await render_answer(answer, preview_size=service.settings.preview_size)
 
