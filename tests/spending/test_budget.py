@@ -106,7 +106,7 @@ async def test_a_failed_create_releases_its_units(
     simulator: SimHandle, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(simulator.base_url, max_units_per_day=8)
-    simulator.sim.faults.fail_next(http_status=400, code=1200, message="bad request (simulated)", kind="create")
+    simulator.sim.faults.fail_next(http_status=400, code=1200, message="bad request", kind="create")
     async with Client(build_server(settings)) as client:
         failed = await create(client)
         assert failed.is_error and "daily budget" not in text_of(failed)
@@ -122,8 +122,8 @@ def test_file_ledger_counts_together_across_processes(tmp_path: Path) -> None:
         "print(sum(ledger.reserve('2026-01-01', f'{sys.argv[2]}-{i}', 1, 50).accepted for i in range(30)))\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(p)], stdout=subprocess.PIPE, text=True)
-        for p in range(4)
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(n)], stdout=subprocess.PIPE, text=True)
+        for n in range(4)
     ]
     accepted = [int(proc.communicate(timeout=60)[0]) for proc in procs]
     assert sum(accepted) == 50, accepted
@@ -158,7 +158,8 @@ async def test_confirmation_accepted_creates(
         costly = await create(client, n=2, resolution="2k")
         assert not costly.is_error, text_of(costly)
     [message] = asked
-    assert "16 units" in message and "A lighthouse at dusk" in message and "kling-image-o1, 2k, 2 image(s)" in message
+    for part in ("16 units", "A lighthouse at dusk", "kling-image-o1, 2k, 2 image(s)"):
+        assert part in message, message
     assert simulator.sim.counters.create_requests == 2
 
 
