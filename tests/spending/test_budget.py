@@ -121,10 +121,8 @@ def test_file_ledger_counts_together_across_processes(tmp_path: Path) -> None:
         "ledger = FileLedger(Path(sys.argv[1]))\n"
         "print(sum(ledger.reserve('2026-01-01', f'{sys.argv[2]}-{i}', 1, 50).accepted for i in range(30)))\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(n)], stdout=subprocess.PIPE, text=True)
-        for n in range(4)
-    ]
+    args = [sys.executable, "-c", script, str(tmp_path)]
+    procs = [subprocess.Popen([*args, str(n)], stdout=subprocess.PIPE, text=True) for n in range(4)]
     accepted = [int(proc.communicate(timeout=60)[0]) for proc in procs]
     assert sum(accepted) == 50, accepted
     assert FileLedger(tmp_path).spent("2026-01-01") == 50
