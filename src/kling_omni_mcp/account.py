@@ -22,7 +22,8 @@ from kling_omni_mcp.kling.client import KlingClient
 __all__ = ["CACHE_SECONDS", "DELAY_NOTE", "AccountAnswer", "AccountReader", "PackInfo"]
 
 CACHE_SECONDS = 60.0
-MIN_QUERY_INTERVAL = 1.0
+#: The vendor allows 1 query per second; a little more keeps clock jitter on the safe side.
+MIN_QUERY_INTERVAL = 1.05
 #: Packs that ended earlier than this are of no interest; the vendor needs a window in ms.
 LOOKBACK_DAYS = 365
 DELAY_NOTE = "The vendor's figures can be up to 12 hours late: recent tasks may not be deducted yet."
@@ -115,11 +116,15 @@ class AccountReader:
                 wait = self._last_query + self._min_interval - now
                 if wait > 0:
                     await anyio.sleep(wait)
-            self._last_query = self._clock()
             self.queries += 1
             wall_ms = int(time.time() * 1000)
             start_ms = wall_ms - LOOKBACK_DAYS * 86_400_000
-            costs = await client.get_account_costs(start_ms, wall_ms)
+            try:
+                costs = await client.get_account_costs(start_ms, wall_ms)
+            finally:
+                # Spaced from the previous *answer*, not its sending: a request sent one second
+                # after another can still arrive sooner than that when the first one was slow.
+                self._last_query = self._clock()
             self._cached = (self._clock(), time.time(), costs)
             return self._cached
 

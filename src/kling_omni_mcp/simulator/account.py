@@ -81,6 +81,8 @@ class SimAccount:
     refused_too_fast: int = 0
     charged: set[str] = field(default_factory=set)
     last_query: float | None = None
+    #: ``(start_time, end_time)`` of the last accepted query, in ms.
+    last_window: tuple[int, int] | None = None
 
     def charge_finished(self, sim: Simulator) -> None:
         """Book every task that has succeeded since the last call against the image pack."""
@@ -102,7 +104,7 @@ class SimAccount:
         """Full packs, nothing charged, no queries seen."""
         fresh = SimAccount()
         self.packs, self.queries, self.refused_too_fast = fresh.packs, 0, 0
-        self.charged, self.last_query = set(), None
+        self.charged, self.last_query, self.last_window = set(), None, None
 
 
 def _ms_param(request: Request, name: str) -> int:
@@ -123,7 +125,7 @@ async def account_costs(sim: Simulator, request: Request) -> Response:
     if account.last_query is not None and now - account.last_query < MIN_QUERY_INTERVAL:
         account.refused_too_fast += 1
         raise ApiError(429, 1302, "Too many requests: /account/costs allows 1 query per second")
-    account.last_query = now
+    account.last_query, account.last_window = now, (start, end)
     account.charge_finished(sim)
     wall = now_ms()
     packs = [p.to_data(wall) for p in account.packs if p.purchase_ms <= end and p.invalid_ms >= start]
