@@ -110,6 +110,19 @@ class Settings(BaseSettings):
             return value.strip()
         return value
 
+    @field_validator("max_units_per_day", "confirm_above_units", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An MCP bundle passes an optional field the user left empty as "" (or, by some hosts,
+        # as the unresolved ${user_config...}): both mean "not set".
+        if isinstance(value, str) and (not value.strip() or _TEMPLATE.match(value)):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # a manifest "number" field may arrive as 100.0
+        if isinstance(value, str) and value.strip().endswith(".0") and value.strip()[:-2].isdigit():
+            return int(value.strip()[:-2])
+        return value
+
     @field_validator("input_dirs", mode="before")
     @classmethod
     def _split_path_list(cls, value: object) -> object:
