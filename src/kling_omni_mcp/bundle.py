@@ -64,7 +64,8 @@ def manifest_problems(root: Path = ROOT) -> list[str]:
     problems = []
     version = project_version(root)
     if manifest.get("version") != version:
-        problems.append(f"{MANIFEST}: version is {manifest.get('version')!r}, pyproject.toml says {version!r}")
+        shown = manifest.get("version")
+        problems.append(f"{MANIFEST}: version is {shown!r}, pyproject.toml says {version!r}")
     if manifest.get("tools") != server_tools():
         problems.append(f"{MANIFEST}: tools differ from the server's tool list")
     return problems
@@ -99,7 +100,7 @@ def find_mcpb(root: Path = ROOT) -> list[str] | None:
 
 
 def _run(command: list[str], *args: str) -> str:
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - our own CLI invocation, no shell
         [*command, *args], capture_output=True, text=True, timeout=_CLI_TIMEOUT, check=False
     )
     if done.returncode != 0:
@@ -144,7 +145,8 @@ def build_bundle(root: Path = ROOT, out_dir: Path | None = None, mcpb: list[str]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: build (default), ``--check`` or ``--sync``."""
-    parser = argparse.ArgumentParser(prog="python -m kling_omni_mcp.bundle", description=__doc__.splitlines()[0])
+    summary = (__doc__ or "").splitlines()[0]
+    parser = argparse.ArgumentParser(prog="python -m kling_omni_mcp.bundle", description=summary)
     parser.add_argument("--check", action="store_true", help="report manifest drift and exit")
     parser.add_argument("--sync", action="store_true", help="rewrite the manifest's version and tools")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: dist/)")
