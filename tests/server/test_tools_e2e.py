@@ -298,8 +298,9 @@ async def test_missing_credentials_start_and_explain(make_settings: Callable[...
     settings = make_settings(api_key=None)
     async with Client(build_server(settings)) as client:
         listing = await client.list_tools()
-        assert len(listing.tools) == 4
-        result = await client.call_tool("create_image", {"prompt": "anything"})
-        assert result.is_error
-        message = text_of(result)
-        assert "KLING_API_KEY" in message and "--simulate" in message
+        assert len(listing.tools) == 5
+        for tool, args in (("create_image", {"prompt": "anything"}), ("get_account", {})):
+            result = await client.call_tool(tool, args)
+            assert result.is_error
+            message = text_of(result)
+            assert "KLING_API_KEY" in message and "--simulate" in message
