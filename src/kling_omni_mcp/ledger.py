@@ -28,7 +28,7 @@ __all__ = ["LEDGER_FILE", "FileLedger", "Ledger", "LedgerError", "Reservation"]
 
 logger = logging.getLogger(__name__)
 
-LEDGER_FILE = ".spending-ledger.json"
+LEDGER_FILE = "spending-ledger.json"
 #: Days of history kept in the file; older ones are dropped on the next write.
 _KEEP_DAYS = 31
 _LOCK_TIMEOUT = 10.0
@@ -100,7 +100,7 @@ def _exclusive(handle: IO[bytes], what: Path) -> Iterator[None]:
 
 
 class FileLedger:
-    """A ``Ledger`` in ``<folder>/.spending-ledger.json`` (blocking I/O: call it from a thread)."""
+    """A ``Ledger`` in ``<folder>/spending-ledger.json`` (blocking I/O: call it from a thread)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LEDGER_FILE
