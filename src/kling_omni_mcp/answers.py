@@ -2,33 +2,20 @@
 
 ``TaskAnswer`` is the structured output of ``create_image``, ``get_task`` and ``wait_for_task``
 (its JSON schema is the tools' ``outputSchema``); ``summary()`` renders the short text the model
-reads first. The vendor's vocabulary (``succeed``) stops at ``from_task``.
+reads first. ``from_task`` reads a vendor task only through ``TaskData``'s plain-word properties.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from kling_omni_mcp.kling.models import TaskData
+from kling_omni_mcp.kling.models import PlainStatus, TaskData
 
-__all__ = ["ImageInfo", "Status", "TaskAnswer", "TaskListAnswer", "TaskSummary", "iso_time", "plain_status"]
+__all__ = ["ImageInfo", "Status", "TaskAnswer", "TaskListAnswer", "TaskSummary", "iso_time"]
 
-Status = Literal["submitted", "processing", "succeeded", "failed"]
-
-_STATUS_WORDS: dict[str, Status] = {
-    "submitted": "submitted",
-    "processing": "processing",
-    "succeed": "succeeded",
-    "failed": "failed",
-}
-
-
-def plain_status(vendor_status: str) -> Status:
-    """The vendor's status word in plain English (``succeed`` → ``succeeded``)."""
-    return _STATUS_WORDS.get(vendor_status, "processing")
+Status = PlainStatus
 
 
 def iso_time(ms: int | None) -> str | None:
@@ -71,14 +58,13 @@ class TaskAnswer(BaseModel):
     @classmethod
     def from_task(cls, task: TaskData, **extra: object) -> TaskAnswer:
         """Translate a vendor task into plain words; ``extra`` fills the fields the vendor lacks."""
-        status = plain_status(task.task_status)
         answer = cls(
             task_id=task.task_id,
             external_task_id=task.external_task_id,
-            status=status,
-            done=status in ("succeeded", "failed"),
-            status_message=task.task_status_msg or None,
-            units_charged=task.final_unit_deduction,
+            status=task.plain_status,
+            done=task.is_final,
+            status_message=task.status_message,
+            units_charged=task.units_charged,
             created_at=iso_time(task.created_at),
             updated_at=iso_time(task.updated_at),
             images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
