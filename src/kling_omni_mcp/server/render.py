@@ -1,9 +1,9 @@
 """Render a service answer as an MCP tool result: text, resource links, small previews.
 
-The whole answer must stay well under what hosts accept (Claude's apps swap a result over
-~150,000 characters for a file pointer, and every inline byte costs the model context), so the
-previews share a fixed character budget: they shrink, then drop, as images are added, and the
-text says so.
+One answer never exceeds ``ANSWER_CHAR_LIMIT`` (100,000 characters, all blocks together): hosts
+swap larger results for a file pointer (Claude's apps at ~150,000) and every inline byte costs the
+model context. The previews share a fixed character budget within it: they shrink, then drop,
+as images are added, and the text says so.
 """
 
 from __future__ import annotations
