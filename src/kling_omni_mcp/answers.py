@@ -71,6 +71,18 @@ class TaskAnswer(BaseModel):
         )
         return answer.model_copy(update=extra)
 
+    def failure_note(self) -> str:
+        """For a failed task: the vendor's reason and what to try instead."""
+        reason = self.status_message or "no reason given"
+        text = reason.lower()
+        if any(word in text for word in ("policy", "safety", "sensitive", "risk", "refus", "violat")):
+            advice = "Rephrase the prompt or use other reference images, then call create_image again."
+        else:
+            advice = (
+                "Check the prompt and inputs, then call create_image again (a failed task is not charged)."
+            )
+        return f"Task {self.task_id} failed: {reason}. {advice}"
+
     def summary(self) -> str:
         """A few lines for the model: what happened, where the files are, what to do next."""
         tag = "[simulated] " if self.simulated else ""

@@ -11,7 +11,7 @@ message says what was wrong and what to do, so the MCP layer passes it through v
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 import anyio.to_thread
@@ -27,6 +27,7 @@ from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.media.inputs import PreparedImage, prepare_image_input
 from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.progress import ProgressFn, WaitProgress
 from kling_omni_mcp.request_builder import (
     CreateImageParams,
     ServiceError,
@@ -38,21 +39,12 @@ from kling_omni_mcp.watch import WatcherRegistry
 
 __all__ = ["CreateImageParams", "KlingService", "ProgressFn", "ServiceError"]
 
-ProgressFn = Callable[[float, float, str], Awaitable[None]]
-
 #: Extra seconds a finished wait may spend saving images before it answers with their URLs.
 SAVE_GRACE_SECONDS = 2.0
 
 
 def _wait_call(task_id: str) -> str:
     return f'wait_for_task(task_id="{task_id}")'
-
-
-def _failure_advice(message: str | None) -> str:
-    text = (message or "").lower()
-    if any(word in text for word in ("policy", "safety", "sensitive", "risk", "refus", "violat")):
-        return "Rephrase the prompt or use other reference images, then call create_image again."
-    return "Check the prompt and inputs, then call create_image again (a failed task is not charged)."
 
 
 class KlingService:
@@ -167,21 +159,8 @@ class KlingService:
         downloading then are listed by URL and saved in the background.
         """
         deadline = anyio.current_time() + budget
-        reported = -1.0
-
-        async def on_tick(task: TaskData | None, elapsed: float) -> None:
-            nonlocal reported
-            if progress is None:
-                return
-            # Progress must strictly increase; never report past the total until done.
-            value = min(max(elapsed, reported + 0.001), budget)
-            if value <= reported:
-                return
-            reported = value
-            status = task.plain_status if task else "waiting"
-            await progress(value, budget, f"Task {task_id}: {status} after {elapsed:.0f} s")
-
-        outcome = await self.watchers.wait(task_id, budget, on_tick)
+        reporter = WaitProgress(task_id, budget, progress)
+        outcome = await self.watchers.wait(task_id, budget, reporter.tick)
         if outcome.task is None:
             raise ServiceError(
                 f"No answer about task {task_id} within {budget:g} s: the Kling API did not answer in "
@@ -190,8 +169,7 @@ class KlingService:
             )
         waited = round(outcome.waited_seconds, 1)
         if outcome.done:
-            if progress is not None and budget > reported:
-                await progress(budget, budget, f"Task {task_id}: {outcome.task.plain_status}")
+            await reporter.finish(outcome.task)
             within = max(0.0, deadline - anyio.current_time()) + SAVE_GRACE_SECONDS
             return await self._answer(outcome.task, within=within, waited_seconds=waited)
         answer = await self.results.answer_for(outcome.task, waited_seconds=waited)
@@ -223,7 +201,7 @@ class KlingService:
         watcher = self.watchers.find(task.task_id, task.external_task_id)
         if watcher is None:
             return False
-        # Re-query rather than trust the body: callbacks may lack series_images.
+        # Re-query rather than trust the body: a callback may not carry every result image.
         watcher.wake()
         return True
 
@@ -235,10 +213,7 @@ class KlingService:
             await self.results.save_results(task, answer, within=within)
         elif answer.status == "failed":
             await self.results.record_failure(task)
-            reason = answer.status_message or "no reason given"
-            answer.notes.append(
-                f"Task {answer.task_id} failed: {reason}. {_failure_advice(answer.status_message)}"
-            )
+            answer.notes.append(answer.failure_note())
         else:
             answer.next_call = _wait_call(task.task_id)
         return answer

@@ -5,6 +5,9 @@ The models and limits themselves live in ``kling.capabilities``; this module che
 ``KlingValidationError`` naming the wire field, the value, the rule and what to change instead
 (the service renames wire fields to the tool's own argument names before the model reads them).
 
+Longer than 300 lines on purpose: every rule with its refusal, written out, is one list a
+reviewer can hold against the vendor's reference; splitting it would scatter that list.
+
 Source: ``shared/reference/kling-api.md`` (vendor Omni-Image reference and capability map).
 """
 
