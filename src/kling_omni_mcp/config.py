@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     input_dirs: Annotated[list[Path] | None, NoDecode] = Field(
         default=None, description="Folders local input images may come from (PATH-style list)."
     )
-    preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
+    # 512 is also the most the preview budget allows (media/previews.py): a larger side would
+    # not fit the 60,000-character share of an answer, so larger values are refused, not ignored.
+    preview_size: int = Field(default=512, ge=0, le=512, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- spending (budget.py) ------------------------------------------------------------------
