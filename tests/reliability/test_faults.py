@@ -16,7 +16,7 @@ from mcp import Client
 from PIL import Image
 
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.auth import JwtAuth
+from kling_omni_mcp.kling import auth as kling_auth
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 from tests.conftest import SimHandle, free_port, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
@@ -233,12 +233,7 @@ async def test_jwt_failures_name_the_cause(
     sim = simulator.sim
     secret = SECRET_KEY if skew else "sk-not-the-right-secret"
 
-    original_init = JwtAuth.__init__
-
-    def skewed_init(self: JwtAuth, access_key: str, secret_key: str, **_: Any) -> None:
-        original_init(self, access_key, secret_key, clock=lambda: time.time() + skew)
-
-    monkeypatch.setattr(JwtAuth, "__init__", skewed_init)
+    monkeypatch.setattr(kling_auth, "wall_clock", lambda: time.time() + skew)
     settings = make_settings(simulator.base_url, api_key=None, access_key=ACCESS_KEY, secret_key=secret)
     async with mcp_session(settings) as client:
         result = await client.call_tool("create_image", {"prompt": "A red kite"})

@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.cli import configure_logging
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.kling import auth as kling_auth
 from kling_omni_mcp.kling.auth import JwtAuth
 from kling_omni_mcp.server.http import build_http_app
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
@@ -205,12 +206,7 @@ async def test_in_process_session_leaks_nothing(
             answers += rec.answers
         if auth == "jwt":
             # An expired token (clock two hours behind): 1004, re-signed once, then reported.
-            original = JwtAuth.__init__
-
-            def skewed(self: JwtAuth, access_key: str, secret_key: str, **_: Any) -> None:
-                original(self, access_key, secret_key, clock=lambda: time.time() - 7200)
-
-            monkeypatch.setattr(JwtAuth, "__init__", skewed)
+            monkeypatch.setattr(kling_auth, "wall_clock", lambda: time.time() - 7200)
             async with mcp_session(settings) as client:
                 rec = Recorder(client)
                 result = await rec.call("create_image", {"prompt": "x"})
