@@ -17,8 +17,7 @@ from PIL import Image
 
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling import auth as kling_auth
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import SimHandle, free_port, sim_with, text_of
+from tests.conftest import SimHandle, free_port, serve_sim, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
 
 pytestmark = pytest.mark.anyio
@@ -441,8 +440,8 @@ async def test_unreachable_vendor_ends_a_wait_clearly_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in message
         assert time.monotonic() - started < 10
         # The vendor comes back on the same address: the same server answers the next call.
-        sim = Simulator(SimulatorConfig(duration=0.3, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.3) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None
@@ -470,8 +469,8 @@ async def test_unreachable_vendor_is_a_clear_error_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in text_of(waited)
 
         # The vendor comes back on the same address: the same server answers the next calls.
-        sim = Simulator(SimulatorConfig(duration=0.5, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.5) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None
