@@ -18,7 +18,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 from pydantic import BaseModel
 
-from benchmarks._common import Row, fmt
+from benchmarks._common import Mode, Row, fmt
 from benchmarks._sim import make_settings, simulated_vendor
 from kling_omni_mcp.answers import TaskAnswer
 from kling_omni_mcp.server.app import build_server
@@ -56,8 +56,8 @@ def _photo_like(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-async def run(quick: bool) -> list[Row]:
-    """``tools/list`` and finished answers with 1, 4 and 9 images (the same in quick mode)."""
+async def run(mode: Mode) -> list[Row]:
+    """``tools/list`` and finished answers with 1, 4 and 9 images (the same in every mode)."""
     rows: list[Row] = []
     async with (
         simulated_vendor(duration=0.2) as env,
