@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(default=None, description="Public base URL, for vendor callbacks.")
     webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret.")
+    # Replicas (store/): unset, everything lives in this process. A secret: it may hold a password.
+    redis_url: SecretStr | None = Field(default=None, description="redis:// URL of shared state.")
 
     @field_validator("api_key", "access_key", "secret_key", "webhook_secret", mode="before")
     @classmethod
@@ -108,6 +110,19 @@ class Settings(BaseSettings):
             if _TEMPLATE.match(value):
                 raise ValueError(
                     "holds a template placeholder, not a real value: replace it with the key itself"
+                )
+            return value.strip()
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_scheme(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.match(r"^(rediss?|unix)://", value.strip()):
+                raise ValueError(
+                    "must be a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0"
                 )
             return value.strip()
         return value
@@ -185,6 +200,11 @@ class Settings(BaseSettings):
         """Every secret value configured, for redaction filters."""
         out = [s.get_secret_value() for s in (self.api_key, self.secret_key, self.webhook_secret) if s]
         out += [t.get_secret_value() for t in self.mcp_auth_tokens]
+        if self.redis_url is not None:
+            from urllib.parse import urlsplit
+
+            url = self.redis_url.get_secret_value()
+            out += [url, urlsplit(url).password or ""]
         return [v for v in out if v]
 
 
