@@ -194,6 +194,8 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
                 "version": __version__,
                 "simulated": settings.simulate,
                 "ready": slot.current is not None,
+                # "local", "redis", or "local (redis unreachable)": replicas share state only via Redis.
+                "store": slot.current.shared.status() if slot.current and slot.current.shared else "local",
             }
         )
 

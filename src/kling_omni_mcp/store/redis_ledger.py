@@ -14,8 +14,10 @@ import logging
 from typing import Any
 
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from kling_omni_mcp.ledger import Ledger, Reservation
 
@@ -46,7 +48,9 @@ class RedisLedger:
     """``Ledger`` shared by every replica; ``fallback`` counts while Redis is unreachable."""
 
     def __init__(self, url: str, *, fallback: Ledger, timeout: float) -> None:
-        self._redis: Redis = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._redis: Redis = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+        )
         self._fallback = fallback
         self._reserve = self._redis.register_script(_RESERVE)
         self._warned = False

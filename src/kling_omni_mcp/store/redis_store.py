@@ -36,6 +36,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -102,6 +104,9 @@ class RedisStore:
             socket_timeout=COMMAND_TIMEOUT_SECONDS,
             socket_connect_timeout=COMMAND_TIMEOUT_SECONDS,
             health_check_interval=10,
+            # One retry on a fresh connection (a pooled one may be stale after a Redis restart);
+            # the library's default backs off for seconds, and a call must fail fast here.
+            retry=Retry(NoBackoff(), 1),
         )
         store = cls(redis, url, fallback=fallback)
         try:
@@ -150,6 +155,8 @@ class RedisStore:
                 except _DOWN_ERRORS:
                     pause = min(_PROBE_MAX, pause * 2)
                     continue
+                # Connections opened before the outage are dead: start afresh.
+                await self._redis.connection_pool.disconnect()
                 logger.warning("Redis is reachable again: sharing task state with the other replicas")
                 self._up = True
                 self._gone = anyio.Event()
