@@ -20,6 +20,8 @@ Across replicas (``store``): a watcher polls only while it holds the task's poll
 sees; a watcher that does not hold it follows, answering its waiters from the states the
 leader publishes and taking the lease when it falls free (its holder left or died). In one
 process the store always grants the lease, so this is the plain loop described above.
+
+(Longer than most modules: the watcher, its registry and the lease rules are one mechanism.)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from anyio.abc import TaskGroup
 from kling_omni_mcp.kling.errors import KlingError, KlingResponseError, KlingTransportError
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.store import TaskEvent
+from kling_omni_mcp.store.solo import SoloLease
 
 if TYPE_CHECKING:
     from kling_omni_mcp.store import StateStore
@@ -79,10 +82,10 @@ class TaskWatcher:
         max_interval: float,
         on_idle: Callable[[TaskWatcher], None],
         on_seen: OnSeen | None = None,
-        shared: StateStore | _Solo | None = None,
+        shared: StateStore | SoloLease | None = None,
     ) -> None:
         self.key = key
-        self._shared: StateStore | _Solo = shared or _Solo()
+        self._shared: StateStore | SoloLease = shared or SoloLease()
         self._fetch = fetch
         self._initial = max(0.05, initial_interval)
         self._max = max(self._initial, max_interval)
@@ -128,7 +131,7 @@ class TaskWatcher:
         interval = self._initial
         try:
             while self._waiters > 0 and not self.finished and self.handed_to is None:
-                if not await self._shared.lead(self.key):
+                if not await self._lead():
                     # Another replica polls and publishes; look for a free lease now and then.
                     with anyio.move_on_after(self._shared.renew_seconds):
                         await self._wake.wait()
@@ -159,17 +162,32 @@ class TaskWatcher:
         finally:
             if self._waiters == 0 or self.finished or self.handed_to is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
-                    await self._shared.release(self.key)
+                    try:
+                        await self._shared.release(self.key)
+                    except Exception:
+                        logger.exception("Task %s: releasing the poll lease failed (it lapses)", self.key)
             self._running = False
             self._publish()
             if self._waiters == 0:
                 self._on_idle(self)
 
+    async def _lead(self) -> bool:
+        """Whether to poll now. A store that fails (a bug; Redis outages it handles itself)
+        must not end the wait, nor the task group every watcher runs in: poll here then."""
+        try:
+            return await self._shared.lead(self.key)
+        except Exception:
+            logger.exception("Task %s: the shared store failed; polling in this process", self.key)
+            return True
+
     async def _share(self, task: TaskData) -> None:
         """Tell the other replicas (their watchers follow this one) and record the state."""
-        await self._shared.put_task(task)
-        for key in dict.fromkeys((self.key, task.task_id)):
-            await self._shared.publish(TaskEvent(key, "state", task))
+        try:
+            await self._shared.put_task(task)
+            for key in dict.fromkeys((self.key, task.task_id)):
+                await self._shared.publish(TaskEvent(key, "state", task))
+        except Exception:
+            logger.exception("Task %s: sharing its state failed", self.key)
 
     async def _sleep(self, interval: float) -> None:
         """Sleep for ``interval`` or until woken, renewing the lease; stop early when it is lost
@@ -183,7 +201,7 @@ class TaskWatcher:
                 await self._wake.wait()
             if self._wake.is_set() or anyio.current_time() >= end or self._waiters == 0:
                 break
-            if not await self._shared.lead(self.key):
+            if not await self._lead():
                 break
         self._wake = anyio.Event()
 
@@ -251,7 +269,7 @@ class WatcherRegistry:
         shared: StateStore | None = None,
     ) -> None:
         self._fetch = fetch
-        self._shared: StateStore | _Solo = shared or _Solo()
+        self._shared: StateStore | SoloLease = shared or SoloLease()
         self._shared.on_event(self._on_event)
         self._initial = initial_interval
         self._max = max_interval
@@ -352,30 +370,3 @@ class WatcherRegistry:
             if watcher.handed_to is not None and watcher.handed_to.key in self._watchers:
                 # Its own key now leads to the watcher it handed over to, while that one lives.
                 self._aliases[watcher.key] = watcher.handed_to.key
-
-
-class _Solo:
-    """The lease side of a store for a process alone: it always leads and shares nothing."""
-
-    renew_seconds = float("inf")
-
-    def on_event(self, handler: Callable[[TaskEvent], None]) -> None:
-        return None
-
-    async def lead(self, key: str) -> bool:
-        return True
-
-    async def release(self, key: str) -> None:
-        return None
-
-    async def publish(self, event: TaskEvent) -> None:
-        return None
-
-    async def put_task(self, task: TaskData) -> None:
-        return None
-
-    async def get_task(self, key: str) -> TaskData | None:
-        return None
-
-    async def resolve(self, key: str) -> str:
-        return key

@@ -204,7 +204,7 @@ class RedisStore:
                     await lock.reacquire()
                     return True
                 except LockError:
-                    del self._leases[key]  # it lapsed and someone else took it
+                    self._leases.pop(key, None)  # it lapsed and someone else took it
             lock = Lock(self._redis, _key("lease", key), timeout=LEASE_SECONDS, thread_local=False)
             if await lock.acquire(blocking=False, token=f"{self.replica}:{secrets.token_hex(4)}"):
                 self._leases[key] = lock
