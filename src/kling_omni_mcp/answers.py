@@ -83,7 +83,9 @@ class TaskAnswer(BaseModel):
             updated_at=iso_time(task.updated_at),
             images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
         )
-        return answer.model_copy(update=extra)
+        answer = answer.model_copy(update=extra)
+        notes = task.vendor_notes  # what the vendor sent that could not be used as is
+        return answer.model_copy(update={"notes": [*notes, *answer.notes]}) if notes else answer
 
     def summary(self) -> str:
         """A few lines for the model: what happened, where the files are, what to do next."""

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     )
     preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    download_allow_private: bool = Field(
+        default=False,
+        description="Let result downloads reach loopback/private addresses (tests, self-hosted mirrors).",
+    )
 
     # --- remote serving (HTTP transport) ----------------------------------------------------
     mcp_auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
