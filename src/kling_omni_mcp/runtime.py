@@ -9,6 +9,9 @@ simulator on a loopback port. The MCP lifespan, the CLI's ``doctor`` and the tes
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,13 +19,14 @@ from typing import Any
 from urllib.request import getproxies
 
 import anyio
+import anyio.to_thread
 import httpx2
 
 from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import ApiKeyAuth, auth_from_settings
 from kling_omni_mcp.kling.client import KlingClient
-from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
 
 __all__ = ["USER_AGENT", "open_service", "result_root"]
@@ -59,6 +63,24 @@ class _LazyTransport(httpx2.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._transport is not None:
             await self._transport.aclose()
+
+
+async def _remove_partials_on_sigterm() -> None:
+    """On SIGTERM, delete the partial downloads of this process, then terminate as before.
+
+    Without this, SIGTERM kills the process before any ``finally`` runs and the temp files stay
+    until the next start. The signal is delivered again once the receiver is gone, so the
+    process ends the way it would have (or the host program's own handler runs).
+    """
+    received = False
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            received = True
+            removed = remove_live_partials()
+            logger.info("SIGTERM: removed %d partial download(s); stopping", removed)
+            break
+    if received:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @asynccontextmanager
@@ -99,10 +121,20 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             )
         else:
             logger.warning("%s", settings.credentials_problem())
-        store = ResultStore(result_root(settings))
+        store = ResultStore(
+            result_root(settings), allow_private=settings.simulate or settings.download_allow_private
+        )
+        # Partial files of a process killed mid-download (SIGKILL, power loss) go at the next start.
+        await anyio.to_thread.run_sync(store.sweep_orphaned_partials)
         service = KlingService(settings, client=client, http=http, store=store, simulated=settings.simulate)
         async with anyio.create_task_group() as task_group:
             service.watchers.attach(task_group)
+            if (
+                hasattr(signal, "SIGTERM")
+                and os.name == "posix"
+                and threading.current_thread() is threading.main_thread()
+            ):
+                task_group.start_soon(_remove_partials_on_sigterm)
             try:
                 yield service
             finally:
