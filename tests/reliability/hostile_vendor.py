@@ -130,7 +130,16 @@ async def png(send: Send, req: Request, *, file: Any = None) -> None:
     await send(_head(200, "image/png", len(data)) + data)
 
 
+async def blob(send: Send, req: Request, *, size: int) -> None:
+    """A PNG signature followed by ``size`` bytes, no Content-Length (the size is not announced)."""
+    await send(_head(200, "image/png", None) + b"\x89PNG\r\n\x1a\n")
+    chunk = b"\0" * (1024 * 1024)
+    for _ in range(size // len(chunk) + 1):
+        await send(chunk)
+
+
 BEHAVIOURS: dict[str, Callable[..., Awaitable[None]]] = {
+    "blob": blob,
     "json": json_answer,
     "echo_credentials": echo_credentials,
     "huge": huge,
