@@ -67,6 +67,8 @@ _RESIGN_CODES = frozenset({1000, 1004})
 _CONCURRENCY_CODE = 1303
 _GATEWAY_STATUSES = frozenset({429, 502, 503, 504})
 _SNIPPET_CHARS = 120
+#: Tasks scanned for an external id that the vendor's query resolved to another task's task_id.
+_EXTERNAL_ID_SCAN = 100
 
 
 def new_external_task_id() -> str:
@@ -463,7 +465,14 @@ class KlingClient:
             task = await self.get_task(external_id)
         except KlingTaskNotFoundError:
             return None
-        return task if task.external_task_id == external_id else None
+        if task.external_task_id == external_id:
+            return task
+        # The id named another task (its task_id); ours may still exist under that external id.
+        # The newest page of the list is where a recent one is: one free request, rare case.
+        for candidate in await self.list_tasks(page=1, page_size=_EXTERNAL_ID_SCAN):
+            if candidate.external_task_id == external_id:
+                return candidate
+        return None
 
     # --- plumbing ----------------------------------------------------------------------------
 
