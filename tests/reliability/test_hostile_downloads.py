@@ -45,6 +45,8 @@ REFUSED_TARGETS = {
     "link-local-v6": "http://[fe80::1]/img.png",
     "unique-local-v6": "http://[fc00::1]/img.png",
     "multicast": "http://224.0.0.1/img.png",
+    "6to4-loopback": "http://[2002:7f00:1::]:{port}/img.png",
+    "nat64-loopback": "http://[64:ff9b::7f00:1]:{port}/img.png",
 }
 
 

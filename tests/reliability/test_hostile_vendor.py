@@ -93,6 +93,9 @@ async def test_a_json_answer_over_4_mib_is_refused(
     assert result.is_error
     assert "over 4 MiB" in text_of(result)
     assert elapsed < 10
+    record_result(
+        f"hostile_huge_json_{'declared' if declared else 'undeclared'}", {"answer_s": round(elapsed, 2)}
+    )
 
 
 async def test_a_dripping_vendor_cannot_hold_get_task(make_settings: Callable[..., Settings]) -> None:

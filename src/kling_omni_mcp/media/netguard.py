@@ -41,8 +41,13 @@ METADATA_ADDRESSES = frozenset(
 
 def address_problem(ip: IPAddress) -> str | None:
     """Why a download must not connect to ``ip``, or None when it is a public address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if isinstance(ip, ipaddress.IPv6Address):
+        # ::ffff:127.0.0.1 is 127.0.0.1; 6to4 and Teredo addresses carry an IPv4 one inside.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            problem = address_problem(embedded)
+            if problem is not None or ip.ipv4_mapped is not None:
+                return problem
     checks = (
         (ip in METADATA_ADDRESSES, "a cloud metadata address"),
         (ip.is_loopback, "a loopback address"),
