@@ -68,7 +68,10 @@ def _images(value: object, odd: list[str], where: str) -> list[dict[str, Any]]:
 
 def lenient_task(raw: dict[str, Any]) -> dict[str, Any]:
     """A copy of a raw task object whose optional fields all validate; see the module docstring."""
-    data = dict(raw)
+    # Models built in code (TaskData(task_info=TaskInfo(...))) pass their parts as model
+    # instances: those are already valid, only raw JSON values are checked here.
+    built = {k: v for k, v in raw.items() if hasattr(v, "model_dump")}
+    data = {k: v for k, v in raw.items() if k not in built}
     odd: list[str] = []
     task_id = data.get("task_id")
     if _is_int(task_id):
@@ -128,6 +131,9 @@ def lenient_task(raw: dict[str, Any]) -> dict[str, Any]:
             dropped = max(dropped, len(images) - MAX_RESULT_IMAGES)
             result[key] = images[:MAX_RESULT_IMAGES]
     data["task_result"] = result
+    for key in built:
+        if key in ("task_info", "task_result", "watermark_info"):
+            data[key] = built[key]
     data[ODD_FIELDS_KEY] = odd
     data[DROPPED_IMAGES_KEY] = max(0, dropped)
     return data
