@@ -22,6 +22,7 @@ from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.render import render_answer, render_model
+from kling_omni_mcp.server.studio import STUDIO_TOOL_META
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
             idempotent_hint=False,
             open_world_hint=True,
         ),
+        meta=STUDIO_TOOL_META,
     )
     async def create_image(
         prompt: Annotated[str, Field(min_length=1, max_length=2500, description="What to generate.")],
@@ -256,6 +258,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
         title="Wait for task",
         description=WAIT_DESCRIPTION,
         annotations=_READS_VENDOR,
+        meta=STUDIO_TOOL_META,
     )
     async def wait_for_task(
         task_id: TaskId,
