@@ -173,9 +173,10 @@ async def test_studio_view_in_a_sandboxed_iframe(tmp_path: Path) -> None:
                 async with async_playwright() as pw:
                     browser = await pw.chromium.launch(executable_path=browser_path, args=CHROMIUM_ARGS)
                     try:
-                        await _light_run(browser, client, base, tmp_path)
+                        task_id = await _light_run(browser, client, base, tmp_path)
                         await _dark_run(browser, client, base, tmp_path)
                         await _failed_run(browser, client, base, sim_url)
+                        await _wait_and_cancel_runs(browser, client, base, task_id)
                     finally:
                         await browser.close()
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
@@ -199,7 +200,8 @@ PROMPT = "A red fox curled up in fresh snow, soft morning light"
 ARGS = {"prompt": PROMPT, "n": 3, "aspect_ratio": "4:3"}
 
 
-async def _light_run(browser: Any, client: Client, base: str, tmp: Path) -> None:
+async def _light_run(browser: Any, client: Client, base: str, tmp: Path) -> str:
+    """Create three images; returns the task id."""
     page = await browser.new_page(viewport={"width": 780, "height": 900})
     host = Host(page, client)
     view = await host.start(base, LIGHT)
@@ -233,6 +235,10 @@ async def _light_run(browser: Any, client: Client, base: str, tmp: Path) -> None
     assert await view.locator("#status").text_content() == "Done · 3 images"
     assert await bar.evaluate("p => p.value") == 1
     assert re.fullmatch(r"#0\d+×\d+", await view.locator("figcaption").first.text_content() or "")
+    # No layout jump: each frame has the image's aspect ratio before its thumbnail arrives, and
+    # the host resized the iframe from the view's size-changed notifications.
+    assert await view.locator(".frame").first.evaluate("f => f.style.aspectRatio") == "1024 / 768"
+    assert await page.locator("iframe").evaluate("f => f.clientHeight") > 300
     # Next steps go to the host: open (no https link from the simulator: shown in the view),
     # download (the kling:// resource), variations (a message to the chat).
     await view.get_by_role("button", name="Open").first.click()
@@ -249,6 +255,7 @@ async def _light_run(browser: Any, client: Client, base: str, tmp: Path) -> None
     await page.locator("iframe").screenshot(path=str(tmp / "studio-light.png"))
     assert host.errors == []
     await page.close()
+    return str(task_id)
 
 
 async def _dark_run(browser: Any, client: Client, base: str, tmp: Path) -> None:
@@ -294,4 +301,26 @@ async def _failed_run(browser: Any, client: Client, base: str, sim_url: str) -> 
             await anyio.sleep(0.1)
     assert [e for e in host.errors if "CSP violation" not in e and "Content Security Policy" not in e] == []
     assert any("CSP violation" in e or "Content Security Policy" in e for e in host.errors)
+    await page.close()
+
+
+async def _wait_and_cancel_runs(browser: Any, client: Client, base: str, task_id: str) -> None:
+    # wait_for_task: the view follows the task id from the tool input alone.
+    page = await browser.new_page(viewport={"width": 780, "height": 700})
+    host = Host(page, client)
+    view = await host.start(base, LIGHT)
+    await host.run_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 5})
+    await until(view, THREE_DECODED, within=30)
+    assert await view.locator("#prompt").text_content() == f"Task {task_id}"
+    assert host.errors == []
+    await page.close()
+    # A cancelled call says so, and the view stops asking.
+    page = await browser.new_page(viewport={"width": 780, "height": 700})
+    host = Host(page, client)
+    view = await host.start(base, LIGHT)
+    await page.evaluate("a => window.bridge.sendToolInput({arguments: a})", {"prompt": "never mind"})
+    await page.evaluate("() => window.bridge.sendToolCancelled({reason: 'user action'})")
+    await until(view, "document.getElementById('status').textContent === 'Cancelled'")
+    assert "cancelled (user action)" in (await view.locator("#note").text_content() or "")
+    assert host.errors == []
     await page.close()

@@ -17,10 +17,11 @@ from mcp.client.extension import advertise
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from PIL import Image
 
+from kling_omni_mcp.answers import ImageInfo, TaskAnswer
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.server.app import build_server
-from kling_omni_mcp.server.studio import SNAPSHOT_TOOL, STUDIO_URI, THUMBNAIL_MAX_BYTES
+from kling_omni_mcp.server.studio import SNAPSHOT_TOOL, STUDIO_URI, THUMBNAIL_MAX_BYTES, snapshot_of
 from tests.conftest import SimHandle, text_of
 
 pytestmark = pytest.mark.anyio
@@ -213,3 +214,22 @@ async def test_a_client_without_apps_gets_todays_answers(
     assert "Saved 1 image(s)" in text_of(plain)
     # A result bound to the view stays under 100 KB.
     assert len(apps.model_dump_json(by_alias=True)) < 100_000
+
+
+def test_a_signed_https_link_is_offered_to_open_and_plain_http_is_not() -> None:
+    """The view opens the vendor's signed link through the host (ui/open-link) only when it is https."""
+    answer = TaskAnswer(
+        task_id="t1",
+        status="succeeded",
+        done=True,
+        images=[
+            ImageInfo(
+                index=0, url="https://cdn.example/t1_0.png?sig=abc", path="/x/t1_0.png", width=8, height=6
+            ),
+            ImageInfo(index=1, url="http://insecure.example/t1_1.png"),
+        ],
+    )
+    first, second = snapshot_of(answer).images
+    assert first.link == "https://cdn.example/t1_0.png?sig=abc"
+    assert first.thumbnail_uri == "kling://tasks/t1/thumbnails/0"
+    assert second.link is None and second.thumbnail_uri is None  # not saved yet: nothing to read

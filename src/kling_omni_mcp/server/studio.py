@@ -49,6 +49,7 @@ __all__ = [
     "THUMBNAIL_SIDE",
     "TaskSnapshot",
     "register_studio",
+    "snapshot_of",
     "studio_apps",
     "studio_html",
 ]
