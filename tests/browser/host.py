@@ -47,7 +47,7 @@ HOST_PAGE = """<!doctype html>
 <script>
   window.hostLog = [];
   window.hostReady = false;
-  window.startHost = async function (hostContext) {
+  window.startHost = async function (hostContext, capabilities) {
     document.body.className = hostContext.theme === "dark" ? "dark" : "";
     const iframe = document.createElement("iframe");
     iframe.setAttribute("sandbox", "allow-scripts");
@@ -56,8 +56,8 @@ HOST_PAGE = """<!doctype html>
     const bridge = new AppBridge(
       null,
       { name: "kling-test-host", version: "1.0.0" },
-      { openLinks: {}, downloadFile: {}, serverTools: {}, serverResources: {}, logging: {},
-        message: { text: {} } },
+      capabilities || { openLinks: {}, downloadFile: {}, serverTools: {}, serverResources: {}, logging: {},
+                        message: { text: {} } },
       { hostContext: hostContext },
     );
     bridge.oncalltool = (params) => window.pyCallTool(params);

@@ -131,7 +131,9 @@ class Host:
         page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
 
-    async def start(self, base: str, context: dict[str, Any]) -> Any:
+    async def start(
+        self, base: str, context: dict[str, Any], capabilities: dict[str, Any] | None = None
+    ) -> Any:
         # Runs in every frame, the sandboxed view included: a CSP violation becomes a console error.
         await self.page.add_init_script(
             "document.addEventListener('securitypolicyviolation', e => "
@@ -147,7 +149,7 @@ class Host:
         await self.page.expose_function("pyCallTool", call_tool)
         await self.page.expose_function("pyReadResource", read_resource)
         await self.page.goto(f"{base}/host.html")
-        await self.page.evaluate("ctx => window.startHost(ctx)", context)
+        await self.page.evaluate("([ctx, caps]) => window.startHost(ctx, caps)", [context, capabilities])
         await self.page.wait_for_function("window.hostReady === true", timeout=15_000)
         view = self.page.frames[1]
         return view
@@ -322,5 +324,14 @@ async def _wait_and_cancel_runs(browser: Any, client: Client, base: str, task_id
     await page.evaluate("() => window.bridge.sendToolCancelled({reason: 'user action'})")
     await until(view, "document.getElementById('status').textContent === 'Cancelled'")
     assert "cancelled (user action)" in (await view.locator("#note").text_content() or "")
+    assert host.errors == []
+    await page.close()
+    # A host that lets views read resources but not call tools: the result alone fills the grid.
+    page = await browser.new_page(viewport={"width": 780, "height": 700})
+    host = Host(page, client)
+    view = await host.start(base, LIGHT, {"serverResources": {}})
+    await host.run_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 5})
+    await until(view, THREE_DECODED, within=30)
+    assert await view.get_by_role("button", name="Variations").first.is_disabled()
     assert host.errors == []
     await page.close()
