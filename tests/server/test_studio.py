@@ -11,16 +11,20 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.extension import advertise
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
 from PIL import Image
 
+from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.answers import ImageInfo, TaskAnswer
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.server.app import build_server
+from kling_omni_mcp.server.http import build_http_app
 from kling_omni_mcp.server.studio import SNAPSHOT_TOOL, STUDIO_URI, THUMBNAIL_MAX_BYTES, snapshot_of
 from tests.conftest import SimHandle, text_of
 
@@ -233,3 +237,18 @@ def test_a_signed_https_link_is_offered_to_open_and_plain_http_is_not() -> None:
     assert first.link == "https://cdn.example/t1_0.png?sig=abc"
     assert first.thumbnail_uri == "kling://tasks/t1/thumbnails/0"
     assert second.link is None and second.thumbnail_uri is None  # not saved yet: nothing to read
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stateless_http_still_lists_the_view_tool(
+    mode: str, simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
+    """Stateless HTTP keeps no handshake, so the client's capabilities are unknown per request:
+    the app-only tool stays listed rather than vanish from a host that renders the view."""
+    async with serve_asgi(build_http_app(make_settings(simulator.base_url), stateless=True)) as url:
+        http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=60))
+        transport = streamable_http_client(f"{url}/mcp", http_client=http)
+        extension = advertise(EXTENSION_ID, {"mimeTypes": [APP_MIME_TYPE]})
+        async with Client(transport, mode=mode, extensions=[extension]) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+    assert names == MODEL_TOOLS | {SNAPSHOT_TOOL}

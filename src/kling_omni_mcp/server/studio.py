@@ -261,6 +261,10 @@ async def hide_app_only_tools(ctx: ServerRequestContext[Any, Any], call_next: Ca
     result = await call_next(ctx)
     if ctx.method != "tools/list" or not isinstance(result, dict) or client_supports_apps(ctx):
         return result
+    if ctx.session.client_capabilities is None:
+        # Unknown (stateless HTTP keeps no handshake): show everything rather than hide the
+        # view's tool from a host that may well render it.
+        return result
     tools = result.get("tools")
     if isinstance(tools, list):
         result["tools"] = [tool for tool in tools if not _app_only(tool)]
