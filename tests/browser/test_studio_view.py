@@ -177,8 +177,8 @@ async def test_studio_view_in_a_sandboxed_iframe(tmp_path: Path) -> None:
                     try:
                         task_id = await _light_run(browser, client, base, tmp_path)
                         await _dark_run(browser, client, base, tmp_path)
-                        await _failed_run(browser, client, base, sim_url)
-                        await _wait_and_cancel_runs(browser, client, base, task_id)
+                        failed_id = await _failed_run(browser, client, base, sim_url)
+                        await _wait_and_cancel_runs(browser, client, base, task_id, failed_id)
                     finally:
                         await browser.close()
     if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
@@ -274,7 +274,8 @@ async def _dark_run(browser: Any, client: Client, base: str, tmp: Path) -> None:
     await page.close()
 
 
-async def _failed_run(browser: Any, client: Client, base: str, sim_url: str) -> None:
+async def _failed_run(browser: Any, client: Client, base: str, sim_url: str) -> str:
+    """A task the vendor fails; returns its id."""
     armed = httpx2.post(
         f"{sim_url}/admin/faults",
         json={"action": "fail_next_tasks", "count": 1, "message": REFUSAL},
@@ -284,7 +285,7 @@ async def _failed_run(browser: Any, client: Client, base: str, sim_url: str) -> 
     page = await browser.new_page(viewport={"width": 780, "height": 700})
     host = Host(page, client)
     view = await host.start(base, LIGHT)
-    await host.run_tool("create_image", {"prompt": "something the vendor refuses"})
+    refused = await host.run_tool("create_image", {"prompt": "something the vendor refuses"})
     problem = view.locator("#problem")
     await problem.wait_for(state="visible", timeout=30_000)
     assert REFUSAL in (await view.locator("#problem-reason").text_content() or "")
@@ -304,9 +305,12 @@ async def _failed_run(browser: Any, client: Client, base: str, sim_url: str) -> 
     assert [e for e in host.errors if "CSP violation" not in e and "Content Security Policy" not in e] == []
     assert any("CSP violation" in e or "Content Security Policy" in e for e in host.errors)
     await page.close()
+    return str(refused["structuredContent"]["task_id"])
 
 
-async def _wait_and_cancel_runs(browser: Any, client: Client, base: str, task_id: str) -> None:
+async def _wait_and_cancel_runs(
+    browser: Any, client: Client, base: str, task_id: str, failed_id: str
+) -> None:
     # wait_for_task: the view follows the task id from the tool input alone.
     page = await browser.new_page(viewport={"width": 780, "height": 700})
     host = Host(page, client)
@@ -333,5 +337,15 @@ async def _wait_and_cancel_runs(browser: Any, client: Client, base: str, task_id
     await host.run_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 5})
     await until(view, THREE_DECODED, within=30)
     assert await view.get_by_role("button", name="Variations").first.is_disabled()
+    assert host.errors == []
+    await page.close()
+    # A failed task reached through wait_for_task: an isError result that carries the answer.
+    page = await browser.new_page(viewport={"width": 780, "height": 700})
+    host = Host(page, client)
+    view = await host.start(base, LIGHT)
+    failed = await host.run_tool("wait_for_task", {"task_id": failed_id, "timeout_seconds": 10})
+    assert failed["isError"] is True and failed["structuredContent"]["status"] == "failed"
+    await view.locator("#problem").wait_for(state="visible", timeout=30_000)
+    assert REFUSAL in (await view.locator("#problem-reason").text_content() or "")
     assert host.errors == []
     await page.close()

@@ -63,4 +63,4 @@ def test_inspector_app_info_reports_the_studio_for_create_image(tmp_path: Path) 
 def test_without_apps_the_inspector_sees_only_the_model_tools(tmp_path: Path) -> None:
     listed = inspector(tmp_path, "--app-info", "--method", "tools/list")
     names = {row["toolName"] for row in lines(listed.stdout)}
-    assert names == {"create_image", "get_task", "wait_for_task", "list_tasks"}
+    assert names == {"create_image", "get_task", "wait_for_task", "list_tasks", "get_account"}

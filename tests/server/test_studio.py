@@ -22,7 +22,7 @@ from PIL import Image
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.answers import ImageInfo, TaskAnswer
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
+from kling_omni_mcp.kling.capabilities import MODEL_CAPABILITIES
 from kling_omni_mcp.server.app import build_server
 from kling_omni_mcp.server.http import build_http_app
 from kling_omni_mcp.server.studio import SNAPSHOT_TOOL, STUDIO_URI, THUMBNAIL_MAX_BYTES, snapshot_of
@@ -30,7 +30,7 @@ from tests.conftest import SimHandle, text_of
 
 pytestmark = pytest.mark.anyio
 
-MODEL_TOOLS = {"create_image", "get_task", "wait_for_task", "list_tasks"}
+MODEL_TOOLS = {"create_image", "get_task", "wait_for_task", "list_tasks", "get_account"}
 
 
 def apps_client(server: Any) -> Client:
@@ -61,7 +61,7 @@ async def test_tools_point_at_the_view_and_the_snapshot_tool_is_app_only(
         assert set(by_name) == MODEL_TOOLS | {SNAPSHOT_TOOL}
         for name in ("create_image", "wait_for_task"):
             assert by_name[name].meta == {"ui": {"resourceUri": STUDIO_URI}}
-        for name in ("get_task", "list_tasks"):
+        for name in ("get_task", "list_tasks", "get_account"):
             assert not (by_name[name].meta or {}).get("ui")
         snapshot = by_name[SNAPSHOT_TOOL]
         assert snapshot.meta == {"ui": {"resourceUri": STUDIO_URI, "visibility": ["app"]}}

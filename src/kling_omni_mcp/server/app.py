@@ -61,7 +61,7 @@ def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPS
         log_level=settings.log_level,
         extensions=[studio_apps()],
     )
-    register_tools(server)
+    register_tools(server, settings)
     register_studio(server)
 
     @server.resource(

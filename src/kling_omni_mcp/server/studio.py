@@ -29,10 +29,10 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from kling_omni_mcp.answers import Status, TaskAnswer
+from kling_omni_mcp.kling.capabilities import MODEL_CAPABILITIES
 from kling_omni_mcp.kling.errors import KlingError
-from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.sniff import sniff
-from kling_omni_mcp.service import ServiceError, TaskFailedError
+from kling_omni_mcp.service import ServiceError
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -66,7 +66,7 @@ IMAGE_TEMPLATE = "kling://tasks/{task_id}/images/{index}"
 _IMAGE_URI = re.compile(r"^kling://tasks/[^/]+/images/\d+$")
 _PRICES_PLACEHOLDER = "/*__KLING_PRICES__*/{}"
 
-TaskId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+TaskId = Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]  # the pattern needs 1+
 
 
 class SnapshotImage(BaseModel):
@@ -156,14 +156,13 @@ async def task_snapshot(task_id: TaskId, ctx: Context[Any, Any]) -> CallToolResu
     Its structured content is a ``TaskSnapshot``; no output schema is declared, because every
     schema byte lands in the model's context and only the view reads this tool."""
     try:
-        snap = snapshot_of(await _service(ctx).get_task(task_id))
-    except TaskFailedError as exc:
-        # A failed task is a state to show, not an error of this call.
-        snap = snapshot_of(exc.answer, message=str(exc))
+        answer = await _service(ctx).get_task(task_id)
     except KlingError as exc:
         raise ToolError(exc.describe()) from None
     except ServiceError as exc:
         raise ToolError(str(exc)) from None
+    # A failed task is a state to show (with the reason and what to do), not an error of this call.
+    snap = snapshot_of(answer, message=answer.failure_note() if answer.status == "failed" else None)
     text = f"Task {snap.task_id} {snap.status}; {len(snap.images)} image(s)."
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
@@ -190,9 +189,9 @@ def studio_apps() -> Apps:
         resource_uri=STUDIO_URI,
         visibility=["app"],
         name=SNAPSHOT_TOOL,
-        title="Task snapshot",
-        description="For the studio view: a task's state now (free, no waiting).",
-        annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
+        # No title, a tiny description, no output schema: every byte of tools/list is context.
+        description="Studio view: a task's state now (free).",
+        annotations=ToolAnnotations(read_only_hint=True),
     )(task_snapshot)
     return apps
 
