@@ -32,6 +32,7 @@ from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.server.app import ServiceSlot, build_server
+from kling_omni_mcp.server.signin import build_sign_in
 
 __all__ = [
     "CALLBACK_BODY_LIMIT",
@@ -66,7 +67,8 @@ def is_loopback(host: str) -> bool:
 
 def check_bind_is_safe(settings: Settings, host: str, *, allow_unauthenticated: bool) -> None:
     """Refuse a non-loopback bind without access tokens, unless explicitly allowed."""
-    if is_loopback(host) or settings.mcp_auth_tokens or allow_unauthenticated:
+    signed_in = settings.mcp_auth_tokens or settings.mcp_oauth_issuer
+    if is_loopback(host) or signed_in or allow_unauthenticated:
         return
     raise UnsafeBindError(
         f"Refusing to listen on {host} without access tokens: anyone who can reach this address could "
@@ -184,7 +186,7 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         transport_security=transport_security(settings),
         host=host,
     )
-    tokens = [t.get_secret_value() for t in settings.mcp_auth_tokens]
+    sign_in = build_sign_in(mcp_app, settings)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     async def healthz(_request: Request) -> Response:
@@ -228,7 +230,8 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/callbacks/kling", callback, methods=["POST"]),
-            Mount("/", app=BearerGuard(mcp_app, tokens)),
+            *sign_in.public_routes,
+            Mount("/", app=sign_in.app),
         ],
         lifespan=lifespan,
     )
@@ -252,6 +255,9 @@ def serve_http(
         return 2
     app = build_http_app(settings, host=host, stateless=stateless)
     auth = "bearer tokens required" if settings.mcp_auth_tokens else "NO authentication"
+    if settings.mcp_oauth_issuer:
+        auth = f"OAuth sign-in with {settings.mcp_oauth_issuer}"
+        auth += " or bearer tokens" if settings.mcp_auth_tokens else ""
     logger.info("kling-omni-mcp %s serving MCP on http://%s:%d/mcp (%s)", __version__, host, port, auth)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
     return 0
