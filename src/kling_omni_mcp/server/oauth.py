@@ -232,7 +232,9 @@ class OAuthTokenVerifier:
             token=token,
             client_id=str(client_id),
             scopes=scopes_of(claims),
-            expires_at=int(exp) if isinstance(exp, int | float) else None,
+            # When this server stops accepting it: the SDK's backend compares expires_at with its
+            # own clock and knows nothing of the leeway for clock skew.
+            expires_at=int(exp) + LEEWAY_SECONDS if isinstance(exp, int | float) else None,
             resource=self.audience,
             subject=str(subject) if subject is not None else None,
             claims={"iss": self.issuer},
