@@ -4,7 +4,9 @@ Layout of the Starlette app::
 
     GET  /healthz          no auth, no secrets: {"status": "ok", "version": ..., "simulated": ...}
     POST /callbacks/kling  vendor callbacks; Standard Webhooks signature when KLING_WEBHOOK_SECRET is set
-    *    /mcp              MCP streamable HTTP; Bearer token when KLING_MCP_AUTH_TOKENS is set;
+    GET  /files/{task_id}/{index}  a saved image, for a signed link (server/links.py); no bearer token
+    GET  /.well-known/oauth-protected-resource/mcp  with OAuth on (server/signin.py); no token
+    *    /mcp              MCP streamable HTTP; static tokens and/or OAuth (server/signin.py);
                            Host/Origin checked against loopback + KLING_MCP_ALLOWED_HOSTS (DNS rebinding)
 
 The parent app's lifespan runs the MCP session manager, which opens the service once per process.
@@ -18,6 +20,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -31,7 +34,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.models import TaskData
+from kling_omni_mcp.media.errors import OutputError
 from kling_omni_mcp.server.app import ServiceSlot, build_server
+from kling_omni_mcp.server.links import build_link_signer, link_routes
 from kling_omni_mcp.server.signin import build_sign_in
 
 __all__ = [
@@ -187,6 +192,7 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         host=host,
     )
     sign_in = build_sign_in(mcp_app, settings)
+    signer = build_link_signer(settings)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     async def healthz(_request: Request) -> Response:
@@ -221,6 +227,13 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         )
         return JSONResponse({"ok": True, "known": known})
 
+    def find_image(task_id: str, index: int) -> Path | None:
+        service = slot.current
+        try:
+            return service.store.saved_image(task_id, index) if service is not None else None
+        except OutputError:
+            return None
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with server.session_manager.run():
@@ -231,6 +244,7 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
             Route("/healthz", healthz, methods=["GET"]),
             Route("/callbacks/kling", callback, methods=["POST"]),
             *sign_in.public_routes,
+            *(link_routes(signer, find_image) if signer is not None else []),
             Mount("/", app=sign_in.app),
         ],
         lifespan=lifespan,
