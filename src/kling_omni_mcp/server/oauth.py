@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx2
@@ -31,6 +32,7 @@ __all__ = [
     "LEEWAY_SECONDS",
     "IssuerKeys",
     "OAuthTokenVerifier",
+    "metadata_urls",
     "scopes_of",
 ]
 
@@ -75,6 +77,21 @@ async def _get_json(client: httpx2.AsyncClient, url: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{url} did not answer a JSON object")
     return data
+
+
+def metadata_urls(issuer: str) -> list[str]:
+    """Where an issuer's metadata may be: RFC 8414 (the well-known part inserted before the
+    issuer's path), then OpenID Connect discovery (appended), which providers such as Keycloak use."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    origin = f"{parts.scheme}://{parts.netloc}"
+    urls = [
+        f"{origin}/.well-known/oauth-authorization-server{path}",
+        f"{origin}{path}/.well-known/openid-configuration",
+    ]
+    if path:
+        urls.append(f"{origin}/.well-known/openid-configuration{path}")
+    return urls
 
 
 class IssuerKeys:
@@ -147,21 +164,20 @@ class IssuerKeys:
 
     async def _discover(self, client: httpx2.AsyncClient) -> str:
         """``jwks_uri`` from RFC 8414 metadata, else OpenID Connect discovery."""
-        base = self._issuer.rstrip("/")
         problems = []
-        for suffix in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        for url in metadata_urls(self._issuer):
             try:
-                metadata = await _get_json(client, base + suffix)
+                metadata = await _get_json(client, url)
             except (httpx2.HTTPError, ValueError) as exc:
-                problems.append(f"{suffix}: {exc}")
+                problems.append(f"{url}: {exc}")
                 continue
             uri = metadata.get("jwks_uri")
             if metadata.get("issuer") != self._issuer:
-                problems.append(f"{suffix}: issuer {metadata.get('issuer')!r} is not {self._issuer!r}")
+                problems.append(f"{url}: issuer {metadata.get('issuer')!r} is not {self._issuer!r}")
             elif isinstance(uri, str) and uri.startswith(("https://", "http://")):
                 return uri
             else:
-                problems.append(f"{suffix}: no jwks_uri")
+                problems.append(f"{url}: no jwks_uri")
         raise ValueError("no usable authorization server metadata (" + "; ".join(problems) + ")")
 
 
