@@ -235,7 +235,8 @@ class OAuthTokenVerifier:
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iss", "aud"]},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # A key of the wrong type for the algorithm, odd claim types: refused, never a 500.
             logger.info("Refused a token: %s", exc)  # PyJWT's messages never quote the token
             return None
         return self._grant(token, claims)
