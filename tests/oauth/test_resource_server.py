@@ -105,6 +105,9 @@ async def test_discovery_names_the_issuer_exactly_and_401_points_to_it(
         assert document["authorization_servers"] == [auth_server.issuer]
         assert document["resource"] == auth_server.audience
         assert document["scopes_supported"] == [SCOPE]
+        async with httpx2.AsyncClient(timeout=10) as raw:
+            at_root = await raw.get(f"{url}/.well-known/oauth-protected-resource")
+        assert at_root.json() == document
 
         missing = await status_of(url, None)
         assert missing.status_code == 401

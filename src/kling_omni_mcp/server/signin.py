@@ -79,6 +79,10 @@ def build_sign_in(app: ASGIApp, settings: Settings) -> SignIn:
             scopes_supported=scopes or None,
             resource_name="Kling Omni-Image",
         )
+        root = "/.well-known/oauth-protected-resource"
+        if routes[0].path != root:
+            # Also at the root, for clients that look there before reading WWW-Authenticate.
+            routes.append(Route(root, endpoint=routes[0].endpoint, methods=["GET", "OPTIONS"]))
     # The audience is checked by OAuthTokenVerifier (aud claim), not by the backend's
     # `resource_server_url` comparison: static tokens carry no resource at all.
     guarded: ASGIApp = RequireAuthMiddleware(app, scopes, metadata_url)
