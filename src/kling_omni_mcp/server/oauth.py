@@ -13,10 +13,8 @@ with the required scopes and answers 403 ``insufficient_scope``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,14 +24,15 @@ import httpx2
 import jwt
 from mcp.server.auth.provider import AccessToken
 
+from kling_omni_mcp.server.grants import LEEWAY_SECONDS, grant_from_claims
+from kling_omni_mcp.server.introspection import Introspector
+
 __all__ = [
     "ALLOWED_ALGORITHMS",
     "KEY_REFETCH_SECONDS",
-    "LEEWAY_SECONDS",
     "IssuerKeys",
     "OAuthTokenVerifier",
     "metadata_urls",
-    "scopes_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,30 +41,12 @@ logger = logging.getLogger(__name__)
 ALLOWED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-#: Clock skew tolerated on exp/nbf/iat (the issue allows at most 60 s).
-LEEWAY_SECONDS = 30
 #: An unknown key id triggers at most one JWKS fetch per this many seconds.
 KEY_REFETCH_SECONDS = 30.0
 #: Seconds for each request to the authorization server (metadata, JWKS, introspection).
 AS_TIMEOUT_SECONDS = 10.0
-#: Introspection answers are reused this long (never past the token's own expiry).
-INTROSPECTION_CACHE_SECONDS = 60.0
-#: A refused opaque token is remembered this long, so a client retrying garbage costs nothing.
-INTROSPECTION_NEGATIVE_SECONDS = 10.0
-INTROSPECTION_CACHE_SIZE = 1024
-#: JWKS and metadata documents are small; a bigger answer is refused unread past this.
+#: JWKS and metadata documents are small; a bigger answer is refused.
 MAX_DOCUMENT_BYTES = 512 * 1024
-
-
-def scopes_of(claims: dict[str, Any]) -> list[str]:
-    """Scopes from ``scope`` (RFC 9068, space-separated) or ``scp`` (Entra, Okta: list or string)."""
-    for name in ("scope", "scp"):
-        value = claims.get(name)
-        if isinstance(value, str):
-            return value.split()
-        if isinstance(value, list):
-            return [str(v) for v in value]
-    return []
 
 
 async def _get_json(client: httpx2.AsyncClient, url: str) -> dict[str, Any]:
@@ -116,8 +97,6 @@ class IssuerKeys:
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._lock = anyio.Lock()
-        #: How many times the JWKS document was requested (for tests and /healthz-style checks).
-        self.fetches = 0
 
     async def key_for(self, kid: str | None) -> jwt.PyJWK | None:
         """The key with this id, refetching the set when allowed; None when there is none."""
@@ -145,7 +124,6 @@ class IssuerKeys:
             async with self._client_factory() as client:
                 if self._jwks_uri is None:
                     self._jwks_uri = await self._discover(client)
-                self.fetches += 1
                 document = await _get_json(client, self._jwks_uri)
         except (httpx2.HTTPError, ValueError) as exc:
             logger.warning("Could not fetch the signing keys of %s: %s", self._issuer, exc)
@@ -196,14 +174,22 @@ class OAuthTokenVerifier:
     ) -> None:
         self.issuer = issuer
         self.audience = audience
-        self._introspection_url = introspection_url
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._client_factory = client_factory or (
+        factory = client_factory or (
             lambda: httpx2.AsyncClient(timeout=AS_TIMEOUT_SECONDS, follow_redirects=False)
         )
-        self.keys = IssuerKeys(issuer, self._client_factory)
-        self._introspected: OrderedDict[str, tuple[float, AccessToken | None]] = OrderedDict()
+        self.keys = IssuerKeys(issuer, factory)
+        self._introspector = (
+            Introspector(
+                introspection_url,
+                issuer=issuer,
+                audience=audience,
+                client_id=client_id,
+                client_secret=client_secret,
+                client_factory=factory,
+            )
+            if introspection_url
+            else None
+        )
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's grant when it is valid for this resource; None otherwise (the SDK answers 401)."""
@@ -212,7 +198,7 @@ class OAuthTokenVerifier:
         except jwt.PyJWTError:
             header = None
         if header is None:
-            return await self._introspect(token) if self._introspection_url else None
+            return await self._introspector.verify(token) if self._introspector else None
         return await self._verify_jwt(token, header)
 
     async def _verify_jwt(self, token: str, header: dict[str, Any]) -> AccessToken | None:
@@ -239,74 +225,4 @@ class OAuthTokenVerifier:
             # A key of the wrong type for the algorithm, odd claim types: refused, never a 500.
             logger.info("Refused a token: %s", exc)  # PyJWT's messages never quote the token
             return None
-        return self._grant(token, claims)
-
-    def _grant(self, token: str, claims: dict[str, Any]) -> AccessToken:
-        subject = claims.get("sub")
-        client_id = claims.get("client_id") or claims.get("azp") or subject or ""
-        exp = claims.get("exp")
-        return AccessToken(
-            token=token,
-            client_id=str(client_id),
-            scopes=scopes_of(claims),
-            # When this server stops accepting it: the SDK's backend compares expires_at with its
-            # own clock and knows nothing of the leeway for clock skew.
-            expires_at=int(exp) + LEEWAY_SECONDS if isinstance(exp, int | float) else None,
-            resource=self.audience,
-            subject=str(subject) if subject is not None else None,
-            claims={"iss": self.issuer},
-        )
-
-    async def _introspect(self, token: str) -> AccessToken | None:
-        """RFC 7662, with answers cached by the token's hash (never the token itself)."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._introspected.get(digest)
-        if cached is not None and cached[0] > now:
-            grant = cached[1]
-            if grant is None or grant.expires_at is None or grant.expires_at > time.time():
-                return grant
-        grant = await self._ask_introspection(token)
-        keep = INTROSPECTION_CACHE_SECONDS if grant is not None else INTROSPECTION_NEGATIVE_SECONDS
-        if grant is not None and grant.expires_at is not None:
-            keep = max(0.0, min(keep, grant.expires_at - time.time()))
-        self._introspected[digest] = (now + keep, grant)
-        self._introspected.move_to_end(digest)
-        while len(self._introspected) > INTROSPECTION_CACHE_SIZE:
-            self._introspected.popitem(last=False)
-        return grant
-
-    async def _ask_introspection(self, token: str) -> AccessToken | None:
-        assert self._introspection_url is not None
-        # RFC 7662 section 2.1: the resource server authenticates as a client (client_secret_basic).
-        auth: httpx2.Auth = (
-            httpx2.BasicAuth(self._client_id, self._client_secret or "")
-            if self._client_id is not None
-            else httpx2.Auth()
-        )
-        try:
-            async with self._client_factory() as client:
-                response = await client.post(
-                    self._introspection_url,
-                    data={"token": token, "token_type_hint": "access_token"},
-                    auth=auth,
-                    headers={"Accept": "application/json"},
-                )
-            response.raise_for_status()
-            answer = response.json()
-        except (httpx2.HTTPError, ValueError) as exc:
-            logger.warning("Token introspection failed: %s", exc)
-            return None
-        if not isinstance(answer, dict) or answer.get("active") is not True:
-            return None
-        if answer.get("iss") not in (None, self.issuer):
-            return None
-        audiences = answer.get("aud")
-        audiences = [audiences] if isinstance(audiences, str) else audiences or []
-        if self.audience not in audiences:
-            logger.info("Refused an introspected token: it was issued for another resource")
-            return None
-        exp = answer.get("exp")
-        if isinstance(exp, int | float) and exp + LEEWAY_SECONDS < time.time():
-            return None
-        return self._grant(token, answer)
+        return grant_from_claims(token, claims, issuer=self.issuer, audience=self.audience)
