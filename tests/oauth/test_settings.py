@@ -68,3 +68,10 @@ def test_metadata_locations(issuer: str, first: str, openid: str) -> None:
     urls = metadata_urls(issuer)
     assert urls[0] == first
     assert openid in urls
+
+
+def test_oauth_alone_allows_a_network_bind() -> None:
+    from kling_omni_mcp.server.http import check_bind_is_safe
+
+    settings = load_settings(mcp_oauth_issuer="https://id.example.com", public_url="https://mcp.example.com")
+    check_bind_is_safe(settings, "0.0.0.0", allow_unauthenticated=False)  # no UnsafeBindError
