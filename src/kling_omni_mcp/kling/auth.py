@@ -11,12 +11,8 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from kling_omni_mcp.kling.errors import KlingConfigError
-
-if TYPE_CHECKING:
-    from kling_omni_mcp.config import Settings
 
 __all__ = [
     "JWT_LIFETIME",
@@ -25,7 +21,6 @@ __all__ = [
     "ApiKeyAuth",
     "Auth",
     "JwtAuth",
-    "auth_from_settings",
 ]
 
 #: Seconds a signed token stays valid (vendor: ``exp = now + 1800``).
@@ -148,18 +143,3 @@ def _check_printable(variable: str, value: str) -> None:
         raise KlingConfigError(
             f"{variable} contains spaces, line breaks or control characters: paste the key without them."
         )
-
-
-def auth_from_settings(settings: Settings) -> Auth:
-    """The auth the settings ask for: the API key when set, else access key + secret key.
-
-    Raises ``KlingConfigError`` saying which variable to set when neither is usable.
-    """
-    if settings.api_key is not None:
-        return ApiKeyAuth(settings.api_key.get_secret_value())
-    if settings.access_key is not None and settings.secret_key is not None:
-        return JwtAuth(settings.access_key.get_secret_value(), settings.secret_key.get_secret_value())
-    problem = settings.credentials_problem() or (
-        "No Kling credentials are configured: set KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY."
-    )
-    raise KlingConfigError(problem)
