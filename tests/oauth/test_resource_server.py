@@ -53,8 +53,8 @@ def whoami_tool(monkeypatch: pytest.MonkeyPatch) -> None:
     """Add a ``whoami`` tool answering ``current_identity()``: what other code sees of the caller."""
     register = app_module.register_tools
 
-    def register_with_whoami(server: MCPServer[Any]) -> None:
-        register(server)
+    def register_with_whoami(server: MCPServer[Any], *args: Any) -> None:
+        register(server, *args)
 
         @server.tool()
         def whoami() -> str:
