@@ -20,7 +20,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -34,9 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.models import TaskData
-from kling_omni_mcp.media.errors import OutputError
 from kling_omni_mcp.server.app import ServiceSlot, build_server
-from kling_omni_mcp.server.links import build_link_signer, link_routes
+from kling_omni_mcp.server.links import build_link_signer, link_routes, saved_image_finder
 from kling_omni_mcp.server.signin import build_sign_in
 
 __all__ = [
@@ -227,13 +225,6 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         )
         return JSONResponse({"ok": True, "known": known})
 
-    def find_image(task_id: str, index: int) -> Path | None:
-        service = slot.current
-        try:
-            return service.store.saved_image(task_id, index) if service is not None else None
-        except OutputError:
-            return None
-
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with server.session_manager.run():
@@ -244,7 +235,7 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
             Route("/healthz", healthz, methods=["GET"]),
             Route("/callbacks/kling", callback, methods=["POST"]),
             *sign_in.public_routes,
-            *(link_routes(signer, find_image) if signer is not None else []),
+            *(link_routes(signer, saved_image_finder(slot)) if signer is not None else []),
             Mount("/", app=sign_in.app),
         ],
         lifespan=lifespan,

@@ -30,8 +30,17 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.media.errors import OutputError
+from kling_omni_mcp.server.app import ServiceSlot
 
-__all__ = ["KEY_FILE_NAME", "LinkSigner", "build_link_signer", "link_routes", "load_or_create_key"]
+__all__ = [
+    "KEY_FILE_NAME",
+    "LinkSigner",
+    "build_link_signer",
+    "link_routes",
+    "load_or_create_key",
+    "saved_image_finder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +141,19 @@ def build_link_signer(settings: Settings) -> LinkSigner | None:
     else:
         key = load_or_create_key(settings.output_dir)
     return LinkSigner(key, base_url=settings.public_url, ttl_seconds=settings.link_ttl_seconds)
+
+
+def saved_image_finder(slot: ServiceSlot) -> Callable[[str, int], Path | None]:
+    """``ResultStore.saved_image`` of the service running in ``slot`` (None while none runs)."""
+
+    def find(task_id: str, index: int) -> Path | None:
+        service = slot.current
+        try:
+            return service.store.saved_image(task_id, index) if service is not None else None
+        except OutputError:  # an index the store cannot name
+            return None
+
+    return find
 
 
 def link_routes(signer: LinkSigner, find_image: Callable[[str, int], Path | None]) -> list[Route]:
