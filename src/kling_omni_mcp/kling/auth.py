@@ -21,6 +21,7 @@ __all__ = [
     "ApiKeyAuth",
     "Auth",
     "JwtAuth",
+    "wall_clock",
 ]
 
 #: Seconds a signed token stays valid (vendor: ``exp = now + 1800``).
@@ -30,6 +31,16 @@ JWT_NBF_SKEW = 5
 #: Re-sign when fewer than this many seconds of validity are left, so no request carries a
 #: token that expires while it travels.
 JWT_RENEW_MARGIN = 60
+
+
+def wall_clock() -> float:
+    """Seconds since the epoch, the unit of the ``exp`` and ``nbf`` claims (``time.time``).
+
+    The clock a ``JwtAuth`` built without one uses, looked up when it is built: a server builds
+    its ``JwtAuth`` from the settings, deep inside, so a test moves that server's clock by
+    replacing this function (``monkeypatch.setattr(auth, "wall_clock", ...)``).
+    """
+    return time.time()
 
 
 class Auth(ABC):
@@ -77,10 +88,11 @@ class ApiKeyAuth(Auth):
 class JwtAuth(Auth):
     """The access key + secret key mode: an HS256 JWT, cached until it nears expiry.
 
-    ``clock`` returns wall-clock seconds (``time.time``); tests inject their own to move time.
+    ``clock`` returns wall-clock seconds (default: this module's ``wall_clock``); tests inject
+    their own to move time.
     """
 
-    def __init__(self, access_key: str, secret_key: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, access_key: str, secret_key: str, *, clock: Callable[[], float] | None = None) -> None:
         access_key, secret_key = access_key.strip(), secret_key.strip()
         if not access_key or not secret_key:
             raise KlingConfigError(
@@ -89,7 +101,7 @@ class JwtAuth(Auth):
         _check_printable("KLING_ACCESS_KEY", access_key)
         self._access_key = access_key
         self._secret_key = secret_key
-        self._clock = clock
+        self._clock = clock if clock is not None else wall_clock
         self._token: str | None = None
         self._expires_at = 0.0
         self.signed_count = 0  # how many tokens were signed: lets tests and metrics see the cache work
