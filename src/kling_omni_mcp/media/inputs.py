@@ -16,7 +16,6 @@ import binascii
 import io
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 from ._imaging import flatten_to_rgb, has_alpha, human_bytes, open_image
 from .errors import InputImageError
-from .paths import resolve_input_path
+from .paths import open_input_file
 from .sniff import Sniffed, sniff
 
 if TYPE_CHECKING:
@@ -221,32 +220,18 @@ def _try_bare_base64(text: str) -> bytes | None:
 
 
 def _prepare_file(text: str, allowed_dirs: Sequence[Path], max_bytes: int) -> PreparedImage:
-    path = resolve_input_path(text, allowed_dirs)
-    data = _read_file(path)
+    # The check and the open are one step: paths.py opens first, then verifies the opened file.
+    path, fd = open_input_file(text, allowed_dirs)
+    data = _read_fd(fd, path)
     return _prepare_bytes(data, "file", str(path), max_bytes=max_bytes)
 
 
-def _read_file(path: Path) -> bytes:
-    """Read a regular file, at most ``HARD_MAX_INPUT_BYTES`` + 1 bytes."""
-    # O_NOFOLLOW: the path was just resolved, so a symlink here means it was swapped since.
-    # O_NONBLOCK: if it was swapped for a FIFO, open() must not hang.
-    flags = (
-        os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    )
-    try:
-        fd = os.open(path, flags)
-    except PermissionError:
-        raise InputImageError(
-            f"Cannot read {path}: permission denied. Check the file's permissions."
-        ) from None
-    except OSError as exc:
-        raise InputImageError(f"Cannot open {path}: {exc.strerror or exc.__class__.__name__}.") from None
+def _read_fd(fd: int, path: Path) -> bytes:
+    """Read an open regular file (closing it), at most ``HARD_MAX_INPUT_BYTES`` + 1 bytes."""
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InputImageError(f"{path} is not a regular file: give the path of an image file.")
-        if info.st_size > HARD_MAX_INPUT_BYTES:
-            raise InputImageError(_too_big_message(str(path), info.st_size))
+        size = os.fstat(f.fileno()).st_size
+        if size > HARD_MAX_INPUT_BYTES:
+            raise InputImageError(_too_big_message(str(path), size))
         try:
             data = f.read(HARD_MAX_INPUT_BYTES + 1)
         except OSError as exc:
