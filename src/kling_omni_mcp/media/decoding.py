@@ -97,23 +97,18 @@ def decode_cost(img: Image.Image) -> int:
     return stored if fmt in _DIRECT_FORMATS else 2 * stored
 
 
-def _figures(img_size: tuple[int, int], cost: int, available: int) -> str:
-    width, height = img_size
-    return (
-        f"{width}x{height} px ({width * height / 1e6:.0f} megapixels); decoding it would take about "
-        f"{cost / _MB:.0f} MB of memory, over the {available / _MB:.0f} MB this server allows per image"
-    )
-
-
-def _refuse(
-    error: type[MediaError], what: str, size: tuple[int, int], cost: int, available: int
-) -> MediaError:
+def _refuse(error: type[MediaError], what: str, size: tuple[int, int], cost: int, held: int) -> MediaError:
+    """The refusal, with the measured figures and what to do."""
     width, height = size
-    per_pixel = max(1, cost // max(1, width * height))
-    fits = available // per_pixel / 1e6
+    available = MEMORY_BUDGET_BYTES - held
+    held_note = f", of which its data already takes {held / _MB:.0f} MB" if held >= _MB else ""
+    fits = available // max(1, cost // max(1, width * height)) / 1e6
     return error(
-        f"{what} is {_figures(size, cost, available)}: scale it down to at most {fits:.0f} megapixels, "
-        "or save it as JPEG (which this server decodes at a reduced scale), and try again."
+        f"{what} is {width}x{height} px ({width * height / 1e6:.0f} megapixels); decoding it would take "
+        f"about {cost / _MB:.0f} MB of memory, over this server's budget of "
+        f"{MEMORY_BUDGET_BYTES / _MB:.0f} MB per image{held_note}: scale it down to at most "
+        f"{fits:.0f} megapixels, or save it as JPEG (which this server decodes at a reduced scale), "
+        "and try again."
     )
 
 
@@ -129,7 +124,7 @@ def verify_decodes(img: Image.Image, *, what: str, error: type[MediaError], held
         img.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
     cost = decode_cost(img) + _progressive_cost_of(img, size)
     if cost > available:
-        raise _refuse(error, what, size, cost, available)
+        raise _refuse(error, what, size, cost, held_bytes)
     img.load()
 
 
@@ -177,7 +172,7 @@ def load_bounded(
         factor += 1
     factor = min(factor, largest)
     if total(factor) > available:
-        raise _refuse(error, what, original, total(factor), available)
+        raise _refuse(error, what, original, total(factor), held_bytes)
     img.load()
     if factor == 1:
         return img
