@@ -12,7 +12,10 @@ whole process (inputs and previews share the slots), so the worst case is bounde
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +57,31 @@ _PROGRESSIVE_COEFFICIENT_BYTES = 2
 _STRIP_BYTES = 8 * _MB
 _JPEG_SCALES = (1, 2, 4, 8)
 
+# glibc's mallopt(M_MMAP_THRESHOLD, ...): allocations from this size up are mmap'd, and so go back
+# to the system when freed.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
 _slots = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+
+@functools.cache
+def _return_big_buffers_to_the_system() -> None:
+    """Make glibc hand big freed buffers (decoded images) back to the system at once.
+
+    By default glibc raises its mmap threshold after the first big buffer is freed; from then on
+    Pillow's 16 MB image blocks come from per-thread heaps that keep the memory. With a pool of
+    worker threads each decode then lands in another heap, and the process grows far past what
+    two decodes at a time need (measured with six concurrent 64 MP PNGs: 1084 MB peak instead of
+    577 MB). Setting the threshold fixes it (and turns the adjustment off). glibc only; musl and
+    other systems return big buffers already.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 @contextmanager
@@ -64,6 +91,7 @@ def decode_slot(error: type[MediaError], *, wait_seconds: float | None = None) -
     ``wait_seconds`` defaults to ``SLOT_WAIT_SECONDS``. Taken inside the worker thread, so waiting
     never blocks the event loop.
     """
+    _return_big_buffers_to_the_system()
     if wait_seconds is None:
         wait_seconds = SLOT_WAIT_SECONDS
     if not _slots.acquire(timeout=wait_seconds):

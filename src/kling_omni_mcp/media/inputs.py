@@ -225,10 +225,12 @@ def _try_bare_base64(text: str) -> bytes | None:
 
 
 def _prepare_file(text: str, allowed_dirs: Sequence[Path], max_bytes: int) -> PreparedImage:
-    # The check and the open are one step: paths.py opens first, then verifies the opened file.
-    path, fd = open_input_file(text, allowed_dirs)
-    data = _read_fd(fd, path)
-    return _prepare_bytes(data, "file", str(path), max_bytes=max_bytes)
+    # The slot covers the read too: waiting callers must not each hold a file of up to 100 MB.
+    with decode_slot(InputImageError):
+        # The check and the open are one step: paths.py opens first, then verifies the opened file.
+        path, fd = open_input_file(text, allowed_dirs)
+        data = _read_fd(fd, path)
+        return _prepare_bytes_in_slot(data, "file", str(path), max_bytes=max_bytes)
 
 
 def _read_fd(fd: int, path: Path) -> bytes:
