@@ -73,7 +73,7 @@ def _return_big_buffers_to_the_system() -> None:
     Pillow's 16 MB image blocks come from per-thread heaps that keep the memory. With a pool of
     worker threads each decode then lands in another heap, and the process grows far past what
     two decodes at a time need (measured with six concurrent 64 MP PNGs: 1084 MB peak instead of
-    577 MB). Setting the threshold fixes it (and turns the adjustment off). glibc only; musl and
+    561 MB). Setting the threshold fixes it (and turns the adjustment off). glibc only; musl and
     other systems return big buffers already.
     """
     if not sys.platform.startswith("linux"):
