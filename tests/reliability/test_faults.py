@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from kling_omni_mcp.budget import utc_day
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.auth import JwtAuth
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import SimHandle, free_port, sim_with, text_of
+from kling_omni_mcp.kling import auth as kling_auth
+from kling_omni_mcp.ledger import LEDGER_FILE, FileLedger
+from tests.conftest import SimHandle, free_port, serve_sim, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
 
 pytestmark = pytest.mark.anyio
@@ -160,7 +162,9 @@ async def test_non_retryable_codes_on_create_are_clear_and_sent_once(
             assert "unexpectedly" not in message, (code, message)
             # Sent once, never re-sent: nothing was created, charged or saved.
             assert (sim.counters.create_requests, sim.counters.creates) == (1, 0), code
-        assert list(settings.output_dir.rglob("*")) == []
+        # Only the spending ledger (created empty-handed: every booking was released) is there.
+        assert [p.name for p in settings.output_dir.rglob("*")] in ([], [LEDGER_FILE, LEDGER_FILE + ".lock"])
+        assert FileLedger(settings.output_dir).spent(utc_day(datetime.now(UTC))) == 0
         # The server is still fine: a normal call answers.
         assert not (await client.call_tool("create_image", {"prompt": "A red kite"})).is_error
 
@@ -233,12 +237,7 @@ async def test_jwt_failures_name_the_cause(
     sim = simulator.sim
     secret = SECRET_KEY if skew else "sk-not-the-right-secret"
 
-    original_init = JwtAuth.__init__
-
-    def skewed_init(self: JwtAuth, access_key: str, secret_key: str, **_: Any) -> None:
-        original_init(self, access_key, secret_key, clock=lambda: time.time() + skew)
-
-    monkeypatch.setattr(JwtAuth, "__init__", skewed_init)
+    monkeypatch.setattr(kling_auth, "wall_clock", lambda: time.time() + skew)
     settings = make_settings(simulator.base_url, api_key=None, access_key=ACCESS_KEY, secret_key=secret)
     async with mcp_session(settings) as client:
         result = await client.call_tool("create_image", {"prompt": "A red kite"})
@@ -446,8 +445,8 @@ async def test_unreachable_vendor_ends_a_wait_clearly_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in message
         assert time.monotonic() - started < 10
         # The vendor comes back on the same address: the same server answers the next call.
-        sim = Simulator(SimulatorConfig(duration=0.3, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.3) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None
@@ -475,8 +474,8 @@ async def test_unreachable_vendor_is_a_clear_error_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in text_of(waited)
 
         # The vendor comes back on the same address: the same server answers the next calls.
-        sim = Simulator(SimulatorConfig(duration=0.5, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.5) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None

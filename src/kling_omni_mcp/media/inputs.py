@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from kling_omni_mcp.kling.capabilities import MAX_IMAGE_BYTES
+
 from ._imaging import flatten_to_rgb, has_alpha, human_bytes, open_image
 from .decoding import MEMORY_BUDGET_BYTES, decode_slot, load_bounded, verify_decodes
 from .errors import InputImageError
@@ -37,12 +39,11 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "MIN_SIDE",
     "PreparedImage",
-    "describe_inputs",
     "prepare_image_input",
 ]
 
-#: The vendor's per-image limit ("at most 10 MB"; read as binary megabytes).
-MAX_INPUT_BYTES = 10 * 1024 * 1024
+#: The vendor's per-image limit (written once, in the capability map).
+MAX_INPUT_BYTES = MAX_IMAGE_BYTES
 #: Larger files are refused outright rather than read into memory and re-encoded.
 HARD_MAX_INPUT_BYTES = 100 * 1024 * 1024
 MIN_SIDE = 300
@@ -127,22 +128,6 @@ def prepare_image_input(
         return _prepare_file(text, allowed_dirs, max_bytes)
     shown = text if len(text) <= 60 else text[:57] + "..."
     raise InputImageError(f"{shown!r} is not an image reference. {_FORMS}")
-
-
-def describe_inputs(images: list[PreparedImage]) -> str:
-    """One line per input, for tool results and logs (never the Base64 payload)."""
-    lines = []
-    for i, img in enumerate(images, start=1):
-        if img.source_kind == "url":
-            source = img.source if len(img.source) <= 120 else img.source[:117] + "..."
-            lines.append(f"image_{i}: URL {source} (not fetched here; the service checks it)")
-            continue
-        kind = (img.mime_type or "image").removeprefix("image/").upper()
-        line = f"image_{i}: {img.source}, {kind} {img.width}x{img.height} px, {human_bytes(img.byte_size)}"
-        if img.note:
-            line += f" ({img.note})"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 # --- the four forms ------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPS
         lifespan=lifespan,
         log_level=settings.log_level,
     )
-    register_tools(server)
+    register_tools(server, settings)
 
     @server.resource(
         "kling://tasks/{task_id}/images/{index}",
