@@ -4,7 +4,9 @@ Layout of the Starlette app::
 
     GET  /healthz          no auth, no secrets: {"status": "ok", "version": ..., "simulated": ...}
     POST /callbacks/kling  vendor callbacks; Standard Webhooks signature when KLING_WEBHOOK_SECRET is set
-    *    /mcp              MCP streamable HTTP; Bearer token when KLING_MCP_AUTH_TOKENS is set;
+    GET  /files/{task_id}/{index}  a saved image, for a signed link (server/links.py); no bearer token
+    GET  /.well-known/oauth-protected-resource/mcp  with OAuth on (server/signin.py); no token
+    *    /mcp              MCP streamable HTTP; static tokens and/or OAuth (server/signin.py);
                            Host/Origin checked against loopback + KLING_MCP_ALLOWED_HOSTS (DNS rebinding)
 
 The parent app's lifespan runs the MCP session manager, which opens the service once per process.
@@ -32,6 +34,8 @@ from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.server.app import ServiceSlot, build_server
+from kling_omni_mcp.server.links import build_link_signer, link_routes, saved_image_finder
+from kling_omni_mcp.server.signin import build_sign_in
 
 __all__ = [
     "CALLBACK_BODY_LIMIT",
@@ -66,7 +70,8 @@ def is_loopback(host: str) -> bool:
 
 def check_bind_is_safe(settings: Settings, host: str, *, allow_unauthenticated: bool) -> None:
     """Refuse a non-loopback bind without access tokens, unless explicitly allowed."""
-    if is_loopback(host) or settings.mcp_auth_tokens or allow_unauthenticated:
+    signed_in = settings.mcp_auth_tokens or settings.mcp_oauth_issuer
+    if is_loopback(host) or signed_in or allow_unauthenticated:
         return
     raise UnsafeBindError(
         f"Refusing to listen on {host} without access tokens: anyone who can reach this address could "
@@ -184,7 +189,8 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         transport_security=transport_security(settings),
         host=host,
     )
-    tokens = [t.get_secret_value() for t in settings.mcp_auth_tokens]
+    sign_in = build_sign_in(mcp_app, settings)
+    signer = build_link_signer(settings)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     async def healthz(_request: Request) -> Response:
@@ -228,7 +234,9 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/callbacks/kling", callback, methods=["POST"]),
-            Mount("/", app=BearerGuard(mcp_app, tokens)),
+            *sign_in.public_routes,
+            *(link_routes(signer, saved_image_finder(slot)) if signer is not None else []),
+            Mount("/", app=sign_in.app),
         ],
         lifespan=lifespan,
     )
@@ -252,6 +260,9 @@ def serve_http(
         return 2
     app = build_http_app(settings, host=host, stateless=stateless)
     auth = "bearer tokens required" if settings.mcp_auth_tokens else "NO authentication"
+    if settings.mcp_oauth_issuer:
+        auth = f"OAuth sign-in with {settings.mcp_oauth_issuer}"
+        auth += " or bearer tokens" if settings.mcp_auth_tokens else ""
     logger.info("kling-omni-mcp %s serving MCP on http://%s:%d/mcp (%s)", __version__, host, port, auth)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=5)
     return 0
