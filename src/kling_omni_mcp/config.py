@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # not fit the 60,000-character share of an answer, so larger values are refused, not ignored.
     preview_size: int = Field(default=512, ge=0, le=512, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    download_allow_private: bool = Field(
+        default=False,
+        description="Let result downloads reach loopback/private addresses (tests, self-hosted mirrors).",
+    )
 
     # --- spending (budget.py) ------------------------------------------------------------------
     max_units_per_day: int | None = Field(

@@ -9,6 +9,9 @@ simulator on a loopback port. The MCP lifespan, the CLI's ``doctor`` and the tes
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 from urllib.request import getproxies
 
 import anyio
+import anyio.to_thread
 import httpx2
 
 from kling_omni_mcp.budget import Spending
@@ -24,7 +28,7 @@ from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth
 from kling_omni_mcp.kling.client import DEFAULT_USER_AGENT, KlingClient
 from kling_omni_mcp.kling.errors import KlingConfigError
 from kling_omni_mcp.ledger import FileLedger
-from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
 
 __all__ = ["auth_from_settings", "open_service", "result_root"]
@@ -76,6 +80,24 @@ class _LazyTransport(httpx2.AsyncBaseTransport):
             await self._transport.aclose()
 
 
+async def _remove_partials_on_sigterm() -> None:
+    """On SIGTERM, delete the partial downloads of this process, then terminate as before.
+
+    Without this, SIGTERM kills the process before any ``finally`` runs and the temp files stay
+    until the next start. The signal is delivered again once the receiver is gone, so the
+    process ends the way it would have (or the host program's own handler runs).
+    """
+    received = False
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            received = True
+            removed = remove_live_partials()
+            logger.info("SIGTERM: removed %d partial download(s); stopping", removed)
+            break
+    if received:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
     """Everything the tools need, opened in order and closed in reverse."""
@@ -114,7 +136,11 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             )
         else:
             logger.warning("%s", settings.credentials_problem())
-        store = ResultStore(result_root(settings))
+        store = ResultStore(
+            result_root(settings), allow_private=settings.simulate or settings.download_allow_private
+        )
+        # Partial files of a process killed mid-download (SIGKILL, power loss) go at the next start.
+        await anyio.to_thread.run_sync(store.sweep_orphaned_partials)
         spending = Spending(
             FileLedger(result_root(settings)),
             max_units_per_day=settings.max_units_per_day,
@@ -125,6 +151,12 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
         )
         async with anyio.create_task_group() as task_group:
             service.attach(task_group)
+            if (
+                hasattr(signal, "SIGTERM")
+                and os.name == "posix"
+                and threading.current_thread() is threading.main_thread()
+            ):
+                task_group.start_soon(_remove_partials_on_sigterm)
             try:
                 yield service
             finally:

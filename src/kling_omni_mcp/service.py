@@ -138,7 +138,7 @@ class KlingService:
 
     async def _existing_task(self, external_id: str) -> TaskData | None:
         try:
-            return await self.client.get_task(external_id)
+            return await self.client.find_by_external_id(external_id)
         except KlingTaskNotFoundError:
             return None
 
