@@ -19,7 +19,9 @@ import anyio
 import httpx2
 
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time, plain_status
+from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import CreateImageRequest, ElementRef, ImageRef, TaskData, WatermarkInfo
@@ -133,6 +135,8 @@ class KlingService:
     ) -> TaskAnswer:
         """Check everything that can be checked locally, then create one task (never two)."""
         client = self.client  # refuse early when there are no credentials
+        if problem := callback_url_problem(params.callback_url, self.settings):
+            raise ServiceError(problem)
         notes = list(params.extra_notes)
         total_inputs = len(params.images) + len(params.element_ids)
         if total_inputs > MAX_REFERENCES:
@@ -282,9 +286,9 @@ class KlingService:
         return TaskListAnswer(page=page, page_size=page_size, simulated=self.simulated, tasks=rows)
 
     # --- callbacks -----------------------------------------------------------------------------
-    def on_callback(self, task: TaskData) -> bool:
+    def on_callback(self, notice: CallbackNotice) -> bool:
         """A vendor callback arrived: wake that task's watcher. False when nobody watches it."""
-        watcher = self.watchers.find(task.task_id, task.external_task_id)
+        watcher = self.watchers.find(*notice.keys)
         if watcher is None:
             return False
         # Re-query rather than trust the body: callbacks may lack series_images.
