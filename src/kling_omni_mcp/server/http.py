@@ -34,6 +34,7 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.runtime import simulator_webhook_secret
 from kling_omni_mcp.server.app import ServiceSlot, build_server
 from kling_omni_mcp.server.callback_route import CALLBACK_BODY_LIMIT, callback_endpoint
+from kling_omni_mcp.server.disconnect import CancelOnDisconnect
 from kling_omni_mcp.server.limits import BodyDeadline, HttpLimits, uvicorn_options
 from kling_omni_mcp.server.sessions import SessionQuota, static_token_user
 
@@ -166,7 +167,8 @@ def build_http_app(
         session_idle_timeout=settings.mcp_session_idle_seconds,
     )
     if not stateless:
-        mcp_app = SessionQuota(mcp_app, limit=settings.mcp_max_sessions, manager=server.session_manager)
+        quota = SessionQuota(mcp_app, limit=settings.mcp_max_sessions, manager=server.session_manager)
+        mcp_app = CancelOnDisconnect(quota)
     tokens = [t.get_secret_value() for t in settings.mcp_auth_tokens]
     callback = callback_endpoint(
         enabled=settings.public_url is not None,
