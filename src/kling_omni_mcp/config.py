@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     @classmethod
     def _http_prefixes(cls, value: list[str]) -> list[str]:
         for entry in value:
-            if not re.match(r"^https?://[^/\s@]+", entry):
+            if not re.match(r"^https?://[^/\s@]+(/|$)", entry):
                 raise ValueError(f"each entry must be an http(s) URL prefix without user-info, got {entry!r}")
         return value
 
