@@ -99,17 +99,29 @@ class SessionQuota:
             await response(scope, receive, send)
             return
 
+        opening = True
+
+        def opened() -> None:
+            # Counted as "opening" until its answer starts (then as a session, if it made one):
+            # the app may still be winding down after the client has its answer.
+            nonlocal opening
+            if opening:
+                opening = False
+                self._opening[identity] -= 1
+                if not self._opening[identity]:
+                    del self._opening[identity]
+
         async def record(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] < 400:
-                for key, value in message.get("headers", []):
-                    if key.lower() == MCP_SESSION_ID_HEADER.encode():
-                        self._sessions.setdefault(identity, set()).add(value.decode("latin-1"))
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    for key, value in message.get("headers", []):
+                        if key.lower() == MCP_SESSION_ID_HEADER.encode():
+                            self._sessions.setdefault(identity, set()).add(value.decode("latin-1"))
+                opened()
             await send(message)
 
         self._opening[identity] = self._opening.get(identity, 0) + 1
         try:
             await self._app(scope, receive, record)
         finally:
-            self._opening[identity] -= 1
-            if not self._opening[identity]:
-                del self._opening[identity]
+            opened()
