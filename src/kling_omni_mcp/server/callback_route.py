@@ -99,29 +99,39 @@ class WakeThrottle:
         self._interval = interval
         self._capacity = capacity
         self._clock = clock
-        #: Each task key -> the earliest time its next wake-up may happen.
+        #: Each task (by its first-seen id) -> the earliest time its next wake-up may happen.
         self._next: OrderedDict[str, float] = OrderedDict()
+        #: Every id seen -> the task's first-seen id, so a task id and its external id are one task.
+        self._alias: OrderedDict[str, str] = OrderedDict()
         self._pending: set[str] = set()
+
+    def _task(self, keys: tuple[str, ...]) -> str:
+        task = next((self._alias[key] for key in keys if key in self._alias), keys[0] if keys else "")
+        for key in keys:
+            self._alias[key] = task
+            self._alias.move_to_end(key)
+        while len(self._alias) > 2 * self._capacity:
+            self._alias.popitem(last=False)
+        return task
 
     def admit(self, keys: tuple[str, ...]) -> float | None:
         """Seconds to wait before waking the task (0: now), or None to drop this wake-up."""
         now = self._clock()
+        task = self._task(keys)
+        if task in self._pending:
+            return None
         while self._next and len(self._next) >= self._capacity:
             self._next.popitem(last=False)
-        if any(key in self._pending for key in keys):
-            return None
-        slot = max((self._next.get(key, now) for key in keys), default=now)
-        delay = max(0.0, slot - now)
-        for key in keys:
-            self._next[key] = now + delay + self._interval
-            self._next.move_to_end(key)
-            if delay > 0:
-                self._pending.add(key)
+        delay = max(0.0, self._next.get(task, now) - now)
+        self._next[task] = now + delay + self._interval
+        self._next.move_to_end(task)
+        if delay > 0:
+            self._pending.add(task)
         return delay
 
     def done(self, keys: tuple[str, ...]) -> None:
         """A deferred wake-up happened."""
-        self._pending.difference_update(keys)
+        self._pending.discard(self._task(keys))
 
 
 def _accepted() -> Response:
