@@ -33,8 +33,8 @@ POLL = 0.5
 
 
 @asynccontextmanager
-async def real_server(settings: Settings) -> AsyncIterator[str]:
-    app = build_http_app(settings, limits=LIMITS)
+async def real_server(settings: Settings, *, stateless: bool = False) -> AsyncIterator[str]:
+    app = build_http_app(settings, limits=LIMITS, stateless=stateless)
     async with serve_asgi(app, **uvicorn_options(LIMITS)) as url:
         yield url
 
@@ -136,13 +136,18 @@ async def start_wait(url: str, headers: dict[str, str], task_id: str) -> socket.
 
 
 @sim_with(duration=120.0)
-@pytest.mark.parametrize("how", ["dropped connection", "notifications/cancelled", "session deleted"])
+@pytest.mark.parametrize(
+    "how",
+    ["dropped connection", "notifications/cancelled", "session deleted", "stateless dropped connection"],
+)
 async def test_wait_stops_polling_when_its_client_is_gone(
     how: str, simulator: SimHandle, make_settings: Callable[..., Settings]
 ) -> None:
     settings = make_settings(simulator.base_url, poll_initial_seconds=POLL, poll_max_seconds=POLL)
-    async with real_server(settings) as url, httpx2.AsyncClient(timeout=10) as raw:
-        headers = await initialize(raw, url)
+    stateless = how.startswith("stateless")
+    async with real_server(settings, stateless=stateless) as url, httpx2.AsyncClient(timeout=10) as raw:
+        plain = {**MCP_HEADERS, "mcp-protocol-version": VERSION}
+        headers = plain if stateless else await initialize(raw, url)
         created = await raw.post(
             f"{url}/mcp",
             json={
@@ -158,7 +163,7 @@ async def test_wait_stops_polling_when_its_client_is_gone(
         await anyio.sleep(3 * POLL)
         queries = simulator.sim.counters.queries_by_id
         assert queries[task_id] >= 2  # the wait is polling
-        if how == "dropped connection":
+        if how.endswith("dropped connection"):
             sock.close()  # a killed client: nothing is sent
         elif how == "notifications/cancelled":
             cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
