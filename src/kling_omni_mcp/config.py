@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- spending (budget.py) ------------------------------------------------------------------
+    max_units_per_day: int | None = Field(
+        default=None, ge=1, description="Ceiling on estimated units created per UTC day (unset: none)."
+    )
+    confirm_above_units: int | None = Field(
+        default=None, ge=0, description="Ask the user to confirm a create estimated above this many units."
+    )
+
     # --- remote serving (HTTP transport) ----------------------------------------------------
     mcp_auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Bearer tokens accepted on /mcp (comma-separated)."
@@ -153,6 +161,19 @@ class Settings(BaseSettings):
         for entry in value:
             if not re.match(r"^https?://[^/\s@]+(/|$)", entry):
                 raise ValueError(f"each entry must be an http(s) URL prefix without user-info, got {entry!r}")
+        return value
+
+    @field_validator("max_units_per_day", "confirm_above_units", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An MCP bundle passes an optional field the user left empty as "" (or, by some hosts,
+        # as the unresolved ${user_config...}): both mean "not set".
+        if isinstance(value, str) and (not value.strip() or _TEMPLATE.match(value)):
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # a manifest "number" field may arrive as 100.0
+        if isinstance(value, str) and value.strip().endswith(".0") and value.strip()[:-2].isdigit():
+            return int(value.strip()[:-2])
         return value
 
     @field_validator("input_dirs", mode="before")

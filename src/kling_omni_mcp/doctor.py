@@ -12,6 +12,7 @@ from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.runtime import open_service, result_root
+from kling_omni_mcp.service import KlingService
 
 __all__ = ["Check", "report", "run_checks", "run_doctor"]
 
@@ -48,6 +49,22 @@ def _check_inputs(settings: Settings) -> Check:
     return Check("input folders", True, f"local images may come from: {shown}")
 
 
+async def _check_account(service: KlingService, settings: Settings) -> Check:
+    """The resource packs (informative: a failure here does not stop the server from working)."""
+    try:
+        with anyio.fail_after(settings.http_timeout + 5):
+            account = await service.account.get()
+    except KlingError as exc:
+        return Check("account", False, f"GET /account/costs failed: {exc.describe()}")
+    except TimeoutError:
+        return Check("account", False, "GET /account/costs did not answer in time")
+    packs = "; ".join(
+        f"{p.name}: {p.remaining_units:g}/{p.total_units:g} units, {p.status}" for p in account.packs
+    )
+    detail = f"{account.remaining_units_active:g} units left in active packs ({packs or 'no packs'}). "
+    return Check("account", True, detail + " ".join(account.notes[:2]))
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order a person would fix them."""
     checks = [Check("version", True, f"kling-omni-mcp {__version__}")]
@@ -67,9 +84,10 @@ async def run_checks(settings: Settings) -> list[Check]:
             async with open_service(settings) as service:
                 with anyio.fail_after(settings.http_timeout + 5):
                     listing = await service.list_tasks(page=1, page_size=1)
-            checks.append(
-                Check("API call", True, f"list_tasks answered ({len(listing.tasks)} task(s) on page 1)")
-            )
+                checks.append(
+                    Check("API call", True, f"list_tasks answered ({len(listing.tasks)} task(s) on page 1)")
+                )
+                checks.append(await _check_account(service, settings))
         except KlingError as exc:
             checks.append(Check("API call", False, exc.describe()))
         except TimeoutError:

@@ -22,9 +22,11 @@ import anyio
 import httpx2
 
 from kling_omni_mcp import __version__
+from kling_omni_mcp.budget import Spending
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import ApiKeyAuth, auth_from_settings
 from kling_omni_mcp.kling.client import KlingClient
+from kling_omni_mcp.ledger import FileLedger
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.service import KlingService
 
@@ -113,7 +115,14 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
         else:
             logger.warning("%s", settings.credentials_problem())
         store = ResultStore(result_root(settings))
-        service = KlingService(settings, client=client, http=http, store=store, simulated=settings.simulate)
+        spending = Spending(
+            FileLedger(result_root(settings)),
+            max_units_per_day=settings.max_units_per_day,
+            confirm_above_units=settings.confirm_above_units,
+        )
+        service = KlingService(
+            settings, client=client, http=http, store=store, simulated=settings.simulate, spending=spending
+        )
         async with anyio.create_task_group() as task_group:
             service.watchers.attach(task_group)
             try:

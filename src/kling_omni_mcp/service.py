@@ -18,7 +18,9 @@ from typing import Any, Literal
 import anyio
 import httpx2
 
+from kling_omni_mcp.account import AccountReader
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time, plain_status
+from kling_omni_mcp.budget import ConfirmFn, Spending
 from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.callbacks import CallbackNotice
@@ -96,8 +98,11 @@ class KlingService:
         http: httpx2.AsyncClient,
         store: ResultStore,
         simulated: bool = False,
+        spending: Spending | None = None,
     ) -> None:
         self.settings = settings
+        self.spending = spending or Spending(None)
+        self.account = AccountReader(lambda: self.client, self.spending, simulated=simulated)
         self._client = client
         self._http = http
         self.store = store
@@ -131,7 +136,12 @@ class KlingService:
 
     # --- create --------------------------------------------------------------------------------
     async def create_image(
-        self, params: CreateImageParams, *, wait_seconds: float = 0, progress: ProgressFn | None = None
+        self,
+        params: CreateImageParams,
+        *,
+        wait_seconds: float = 0,
+        progress: ProgressFn | None = None,
+        confirm: ConfirmFn | None = None,
     ) -> TaskAnswer:
         """Check everything that can be checked locally, then create one task (never two)."""
         client = self.client  # refuse early when there are no credentials
@@ -182,7 +192,9 @@ class KlingService:
                 )
                 answer = await self._answer(existing, notes=notes)
             else:
-                task = await client.create_task(request)
+                async with self.spending.guard(request, units, confirm) as spending_notes:
+                    task = await client.create_task(request)
+                notes.extend(spending_notes)
                 self._write_create_sidecar(task, request, prepared, units)
                 answer = self._plain(task, estimated_units=units, model=request.model_name, notes=notes)
                 if not answer.done:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from kling_omni_mcp.budget import utc_day
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import JwtAuth
+from kling_omni_mcp.ledger import LEDGER_FILE, FileLedger
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 from tests.conftest import SimHandle, free_port, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
@@ -160,7 +163,9 @@ async def test_non_retryable_codes_on_create_are_clear_and_sent_once(
             assert "unexpectedly" not in message, (code, message)
             # Sent once, never re-sent: nothing was created, charged or saved.
             assert (sim.counters.create_requests, sim.counters.creates) == (1, 0), code
-        assert list(settings.output_dir.rglob("*")) == []
+        # Only the spending ledger (created empty-handed: every booking was released) is there.
+        assert [p.name for p in settings.output_dir.rglob("*")] in ([], [LEDGER_FILE, LEDGER_FILE + ".lock"])
+        assert FileLedger(settings.output_dir).spent(utc_day(datetime.now(UTC))) == 0
         # The server is still fine: a normal call answers.
         assert not (await client.call_tool("create_image", {"prompt": "A red kite"})).is_error
 

@@ -34,7 +34,8 @@ async def test_stdio_against_simulator(simulator: SimHandle, tmp_path: Path, wor
     }
     async with Client(server_params(env), read_timeout_seconds=60) as client:
         tools = await client.list_tools()
-        assert {t.name for t in tools.tools} == {"create_image", "get_task", "wait_for_task", "list_tasks"}
+        names = {t.name for t in tools.tools}
+        assert names == {"create_image", "get_task", "wait_for_task", "list_tasks", "get_account"}
         created = await client.call_tool(
             "create_image",
             {

@@ -31,6 +31,7 @@ import httpx2
 from pydantic import ValidationError
 
 from kling_omni_mcp import __version__
+from kling_omni_mcp.kling.account import ACCOUNT_COSTS_PATH, AccountCosts
 from kling_omni_mcp.kling.auth import Auth
 from kling_omni_mcp.kling.errors import (
     KlingAuthError,
@@ -429,6 +430,24 @@ class KlingClient:
                 f"The Kling API answered {where} with 'data' of type {type(data).__name__}, expected a list."
             )
         return [_task_from(item, where=where) for item in data]
+
+    async def get_account_costs(self, start_ms: int, end_ms: int) -> AccountCosts:
+        """The account's resource packs (``GET /account/costs``; free, at most 1 query per second).
+
+        ``start_ms``/``end_ms`` bound the period asked about, in ms since the epoch as the vendor
+        requires. The figures may be up to 12 hours late.
+        """
+        if not 0 <= start_ms <= end_ms:
+            raise KlingValidationError("start_ms", start_ms, "must be between 0 and end_ms")
+        params = {"start_time": str(start_ms), "end_time": str(end_ms)}
+        data = await self._read(ACCOUNT_COSTS_PATH, params=params)
+        try:
+            return AccountCosts.model_validate(data or {})
+        except ValidationError as exc:
+            raise KlingResponseError(
+                f"The Kling API answered GET {ACCOUNT_COSTS_PATH} with data of an unexpected shape "
+                f"({exc.error_count()} problem(s))."
+            ) from None
 
     # --- plumbing ----------------------------------------------------------------------------
 

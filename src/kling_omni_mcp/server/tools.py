@@ -11,16 +11,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from mcp.server.elicitation import ElicitationResult
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Resolve
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer
+from kling_omni_mcp.budget import SpendingRefusal
 from kling_omni_mcp.config import MAX_WAIT_SECONDS
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.errors import MediaError
+from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
 from kling_omni_mcp.server.render import render_answer, render_model
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
@@ -58,7 +62,7 @@ async def tool_errors(tool: str) -> AsyncIterator[None]:
         raise
     except KlingError as exc:
         raise ToolError(exc.describe()) from None
-    except (ServiceError, MediaError) as exc:
+    except (ServiceError, MediaError, SpendingRefusal) as exc:
         raise ToolError(str(exc)) from None
     except Exception as exc:
         # A bug, not a refusal: keep the traceback on stderr, give the model a way forward.
@@ -164,7 +168,7 @@ _READS_VENDOR = ToolAnnotations(
 
 
 def register_tools(server: MCPServer[AppContext]) -> None:
-    """Add the four tools to ``server``."""
+    """Add the tools to ``server``."""
 
     @server.tool(
         name="create_image",
@@ -180,6 +184,8 @@ def register_tools(server: MCPServer[AppContext]) -> None:
     async def create_image(
         prompt: Annotated[str, Field(min_length=1, max_length=2500, description="What to generate.")],
         ctx: Context[Any, Any],
+        # Asked of the user (form elicitation), never of the model: see server/confirm.py.
+        confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)],
         images: Annotated[
             list[str],
             Field(
@@ -234,7 +240,10 @@ def register_tools(server: MCPServer[AppContext]) -> None:
                 callback_url=callback_url,
             )
             answer = await service.create_image(
-                params, wait_seconds=wait_seconds, progress=await _progress(ctx)
+                params,
+                wait_seconds=wait_seconds,
+                progress=await _progress(ctx),
+                confirm=confirm_from(ctx, confirmation),
             )
             return await render_answer(answer, preview_size=service.settings.preview_size)
 
@@ -285,4 +294,7 @@ def register_tools(server: MCPServer[AppContext]) -> None:
             answer = await _service(ctx).list_tasks(page=page, page_size=page_size)
             return render_model(answer, answer.summary())
 
+    from kling_omni_mcp.server.account_tool import register_account_tool  # it imports this module
+
+    register_account_tool(server)
     _compact_registered(server)

@@ -5,6 +5,7 @@ Routes (``{id}`` is a task id or an external task id)::
     POST /v1/images/omni-image           create a task
     GET  /v1/images/omni-image/{id}      query one task
     GET  /v1/images/omni-image           list tasks, newest first (pageNum, pageSize)
+    GET  /account/costs                  resource packs (start_time, end_time in ms; 1 query/s)
     GET  /results/{task_id}/{i}.png      a result file (``{i}-watermark.png``: watermarked)
     POST /admin/faults                   arm a fault            (no vendor auth: test control)
     GET  /admin/counters                 what the simulator saw
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import contract as c
+from .account import ACCOUNT_COSTS_PATH, account_costs
 from .auth import check_authorization
 from .connection import ConnectionControl, abort_after_response, drop_answer
 from .envelope import ApiError, envelope_response, error_response
@@ -224,6 +226,10 @@ class _Handlers:
         chosen = islice(sim.store.newest_first(), (page - 1) * size, page * size)
         return envelope_response([task.to_data(base, now) for task in chosen])
 
+    async def account(self, request: Request) -> Response:
+        self._authenticate(request)
+        return await account_costs(self.sim, request)
+
     # --- result files (the vendor's CDN) ----------------------------------------------------------
     async def download(self, request: Request) -> Response:
         sim = self.sim
@@ -375,6 +381,7 @@ def build_app(sim: Simulator) -> Starlette:
         # One route for both methods, so a wrong method's answer names both in "allowed".
         Route("/v1/images/omni-image", _guard(h.create_or_list), methods=["GET", "POST"]),
         Route("/v1/images/omni-image/{task_id}", _guard(h.query), methods=["GET"]),
+        Route(ACCOUNT_COSTS_PATH, _guard(h.account), methods=["GET"]),
         Route("/results/{task_id}/{name}", _guard(h.download), methods=["GET"]),
         Route("/admin/faults", _guard(_local_only(sim, h.admin_faults)), methods=["POST"]),
         Route("/admin/counters", _guard(_local_only(sim, h.admin_counters)), methods=["GET"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .account import SimAccount
 from .callbacks import CallbackSender
 from .config import SimulatorConfig
 from .faults import Faults
@@ -35,6 +36,7 @@ class Simulator:
         self.counters = Counters()
         self.store = TaskStore(self.config.max_tasks)
         self.renders = RenderCache(self.config.render_cache_entries)
+        self.account = SimAccount()
         self.callbacks = CallbackSender(
             self.counters,
             webhook_secret=self.config.webhook_secret,
@@ -118,6 +120,7 @@ class Simulator:
         self.counters.reset()
         self.faults.clear()
         self.renders.clear()
+        self.account.reset()
 
     async def aclose(self) -> None:
         """Stop callback deliveries and close their HTTP client."""
