@@ -37,6 +37,8 @@ def test_wake_throttle_one_per_interval_defers_one_and_drops_the_rest() -> None:
     clock.now += 1.0
     throttle.done(("t1",))
     assert throttle.admit(("t1",)) == 1.0  # the deferred wake-up used this second's slot
+    assert throttle.admit(("t1",), final=True) == 0  # the first final status: at once
+    assert throttle.admit(("t1",), final=True) is None  # later ones wait their turn like the rest
     for n in range(5_000):
-        throttle.admit((f"task_{n}",))
-    assert len(throttle._next) <= 50
+        throttle.admit((f"task_{n}",), final=n % 2 == 0)
+    assert len(throttle._next) <= 50 and len(throttle._finished) <= 50

@@ -86,7 +86,10 @@ class WakeThrottle:
 
     A task's final callback often follows its previous one within a second: dropping it would
     leave the waiter to its next poll, so the first callback inside the interval is deferred to
-    the interval's end and any more are dropped (one is already coming). Memory is bounded.
+    the interval's end and any more are dropped (one is already coming). The first callback
+    with a final status wakes the task at once even inside the interval (deferring it cost short
+    tasks a second: docs/benchmarks.md), so a task sees at most one query per interval plus that
+    one. Memory is bounded.
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class WakeThrottle:
         #: Every id seen -> the task's first-seen id, so a task id and its external id are one task.
         self._alias: OrderedDict[str, str] = OrderedDict()
         self._pending: set[str] = set()
+        #: Tasks whose final-status callback already had its immediate wake-up.
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     def _task(self, keys: tuple[str, ...]) -> str:
         task = next((self._alias[key] for key in keys if key in self._alias), keys[0] if keys else "")
@@ -114,10 +119,17 @@ class WakeThrottle:
             self._alias.popitem(last=False)
         return task
 
-    def admit(self, keys: tuple[str, ...]) -> float | None:
+    def admit(self, keys: tuple[str, ...], *, final: bool = False) -> float | None:
         """Seconds to wait before waking the task (0: now), or None to drop this wake-up."""
         now = self._clock()
         task = self._task(keys)
+        if final and task not in self._finished:
+            self._finished[task] = None
+            while len(self._finished) > self._capacity:
+                self._finished.popitem(last=False)
+            self._next[task] = max(self._next.get(task, now), now + self._interval)
+            self._next.move_to_end(task)
+            return 0.0
         if task in self._pending:
             return None
         while self._next and len(self._next) >= self._capacity:
@@ -205,7 +217,7 @@ def callback_endpoint(
         notice = parse_callback(body)
         if notice is None:
             return JSONResponse({"error": "not a task callback body"}, status_code=400)
-        delay = throttle.admit(notice.keys)
+        delay = throttle.admit(notice.keys, final=notice.final)
         if delay == 0:
             wake(notice)
         elif delay is not None:
