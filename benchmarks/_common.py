@@ -9,11 +9,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 __all__ = [
     "PYTHON",
     "ROOT",
     "TEST_KEY",
+    "Mode",
     "Row",
     "child_env",
     "fmt",
@@ -29,6 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 #: The key the benchmark simulators accept (loopback only; not a secret).
 TEST_KEY = "bench-key-4d2e9a"
+
+#: How thorough a run is. ``full``: the figures of docs/benchmarks.md. ``quick``: fewer samples,
+#: shorter tasks. ``smoke``: the least that still runs every benchmark and prints every figure
+#: (the test suite's check, sections side by side; its figures mean nothing).
+Mode = Literal["full", "quick", "smoke"]
 
 
 @dataclass

@@ -17,7 +17,7 @@ import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from benchmarks._common import TEST_KEY, Row, child_env, fmt, median
+from benchmarks._common import TEST_KEY, Mode, Row, child_env, fmt, median
 from benchmarks._sim import SimEnv, make_settings, simulated_vendor
 from benchmarks.cold_start import server_command
 from kling_omni_mcp.server.app import build_server
@@ -74,9 +74,9 @@ def _row(name: str, ours: float, bare: float, *, target: bool) -> Row:
     )
 
 
-async def run(quick: bool) -> list[Row]:
-    """Median per-call times over 200 calls (30 with ``quick``)."""
-    calls = 30 if quick else 200
+async def run(mode: Mode) -> list[Row]:
+    """Median per-call times over 200 calls (quick: 30, smoke: 5)."""
+    calls = {"full": 200, "quick": 30, "smoke": 5}[mode]
     rows: list[Row] = []
     # Full-size 1k results (1024x1024 PNG), as the vendor sends: the preview is made from it.
     async with simulated_vendor(duration=0.3) as env:

@@ -19,7 +19,7 @@ from typing import TextIO
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from benchmarks._common import PYTHON, ROOT, Row, child_env, fmt, median
+from benchmarks._common import PYTHON, ROOT, Mode, Row, child_env, fmt, median
 
 __all__ = ["TARGET_RATIO", "run"]
 
@@ -116,7 +116,7 @@ def rows_from(samples: dict[tuple[str, str], list[float]]) -> list[Row]:
     return rows
 
 
-async def run(quick: bool) -> list[Row]:
-    """The cold-start rows: median of 9 runs after a warm-up (3 and no warm-up with ``quick``)."""
-    samples = await measure(3 if quick else 9, warm_up=not quick)
+async def run(mode: Mode) -> list[Row]:
+    """The cold-start rows: median of 9 runs after a warm-up (quick: 3, smoke: 1, no warm-up)."""
+    samples = await measure({"full": 9, "quick": 3, "smoke": 1}[mode], warm_up=mode == "full")
     return rows_from(samples)

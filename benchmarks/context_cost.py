@@ -18,7 +18,7 @@ from mcp import Client
 from mcp_types import CallToolResult
 from pydantic import BaseModel
 
-from benchmarks._common import Row, fmt
+from benchmarks._common import Mode, Row, fmt
 from benchmarks._sim import make_settings, simulated_vendor
 from kling_omni_mcp.answers import TaskAnswer
 from kling_omni_mcp.server.app import build_server
@@ -41,8 +41,8 @@ def preview_chars(result: CallToolResult) -> int:
     return sum(len(block.data) for block in result.content if block.type == "image")
 
 
-def _photo_like(folder: Path, count: int) -> list[Path]:
-    """``count`` noisy 1024x1024 PNGs: they compress like photos, not like flat shapes."""
+def _photo_like(folder: Path, count: int, side: int = 1024) -> list[Path]:
+    """``count`` noisy ``side`` x ``side`` PNGs: they compress like photos, not like flat shapes."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -50,14 +50,14 @@ def _photo_like(folder: Path, count: int) -> list[Path]:
     for i in range(count):
         path = folder / f"photo_{i}.png"
         if not path.exists():
-            channels = [Image.effect_noise((1024, 1024), 60 + 10 * c + i) for c in range(3)]
+            channels = [Image.effect_noise((side, side), 60 + 10 * c + i) for c in range(3)]
             Image.merge("RGB", channels).save(path, format="PNG", compress_level=1)
         paths.append(path)
     return paths
 
 
-async def run(quick: bool) -> list[Row]:
-    """``tools/list`` and finished answers with 1, 4 and 9 images (the same in quick mode)."""
+async def run(mode: Mode) -> list[Row]:
+    """``tools/list`` and finished answers with 1, 4 and 9 images (smoke: from 512 px photos)."""
     rows: list[Row] = []
     async with (
         simulated_vendor(duration=0.2) as env,
@@ -84,7 +84,7 @@ async def run(quick: bool) -> list[Row]:
                 raise RuntimeError(f"wait_for_task failed: {waited.content}")
             flat = wire_chars(waited)
             answer = TaskAnswer.model_validate(waited.structured_content)
-            photos = _photo_like(env.folder / "photos", n)
+            photos = _photo_like(env.folder / "photos", n, 512 if mode == "smoke" else 1024)
             for image, photo in zip(answer.images, photos, strict=True):
                 image.path = str(photo)
             photo_result = await render_answer(answer, preview_size=PREVIEW_SIZE)

@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from benchmarks._common import TEST_KEY, Row, fmt
+from benchmarks._common import TEST_KEY, Mode, Row, fmt
 from benchmarks._sim import SimEnv, make_settings, simulated_vendor
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.server.app import build_server
@@ -326,10 +326,10 @@ def callback_rows(duration: float, ours: list[Sample], bare: list[Sample]) -> li
     ]
 
 
-async def run(quick: bool) -> list[Row]:
-    """Polling for 1.5 s tasks (quick) or 6 s and 20 s tasks (full), then callbacks."""
-    durations = [1.5] if quick else [6.0, 20.0]
-    tasks = 3 if quick else 8
+async def run(mode: Mode) -> list[Row]:
+    """Polling for 6 s and 20 s tasks (quick: 1.5 s, smoke: 0.5 s), then callbacks."""
+    durations = {"full": [6.0, 20.0], "quick": [1.5], "smoke": [0.5]}[mode]
+    tasks = {"full": 8, "quick": 3, "smoke": 1}[mode]
     results: dict[float, list[list[Sample]]] = {}
 
     async def poll(duration: float) -> None:
@@ -343,6 +343,6 @@ async def run(quick: bool) -> list[Row]:
     for duration in durations:
         ours, alt, bare = results[duration]
         rows += polling_rows(duration, ours, alt, bare)
-    cb_duration = 1.5 if quick else 6.0
-    ours, bare = await callbacks(cb_duration, 2 if quick else tasks)
+    cb_duration = {"full": 6.0, "quick": 1.5, "smoke": 0.5}[mode]
+    ours, bare = await callbacks(cb_duration, {"full": tasks, "quick": 2, "smoke": 1}[mode])
     return rows + callback_rows(cb_duration, ours, bare)

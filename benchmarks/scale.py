@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from benchmarks._common import PYTHON, ROOT, TEST_KEY, Row, child_env, fmt, proc_status_kb
+from benchmarks._common import PYTHON, ROOT, TEST_KEY, Mode, Row, child_env, fmt, proc_status_kb
 from benchmarks._sim import simulated_vendor
 
 __all__ = ["run"]
@@ -211,10 +211,10 @@ def base_is_one(result: SizeResult, text: str) -> str:
     return "(baseline)" if result.size == 1 else text
 
 
-async def run(quick: bool) -> list[Row]:
-    """Sizes 1, 10, 100, 500 with 5 s tasks (quick: 1, 10, 50 with 1 s tasks)."""
-    sizes = [1, 10, 50] if quick else [1, 10, 100, 500]
-    duration = 1.0 if quick else 5.0
+async def run(mode: Mode) -> list[Row]:
+    """Sizes 1, 10, 100, 500 with 5 s tasks (quick: 1, 10, 50 with 1 s tasks; smoke: 1, 5; 0.5 s)."""
+    sizes = {"full": [1, 10, 100, 500], "quick": [1, 10, 50], "smoke": [1, 5]}[mode]
+    duration = {"full": 5.0, "quick": 1.0, "smoke": 0.5}[mode]
     results = [await measure_size(size, duration) for size in sizes]
     return rows_from(results, duration)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,29 @@ def sim_with(**overrides: Any) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("sim_config", [{**SIM_DEFAULTS, **overrides}], ids=[label])
 
 
-@pytest.fixture
-async def simulator(sim_config: dict[str, Any]) -> AsyncIterator[SimHandle]:
+@asynccontextmanager
+async def serve_sim(sim: Any = None, *, port: int = 0, **config: Any) -> AsyncIterator[SimHandle]:
+    """The one way a test starts a simulator: ``async with serve_sim(duration=2) as s``.
+
+    Serves ``sim`` (a ``Simulator``, e.g. a subclass with its own images), or a new one built
+    from ``SIM_DEFAULTS`` updated with ``config``, on a loopback port (``port``: a chosen one, to
+    restart on the same address); yields its base URL and the simulator (counters, faults).
+    """
     from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 
-    sim = Simulator(SimulatorConfig(**sim_config))
-    async with running_simulator(sim) as base_url:
+    if sim is None:
+        sim = Simulator(SimulatorConfig(**{**SIM_DEFAULTS, **config}))
+    elif config:
+        raise TypeError("give either a simulator or its config, not both")
+    async with running_simulator(sim, port=port) as base_url:
         yield SimHandle(sim, base_url)
+
+
+@pytest.fixture
+async def simulator(sim_config: dict[str, Any]) -> AsyncIterator[SimHandle]:
+    """A simulator with ``SIM_DEFAULTS`` (or a test's ``@sim_with(...)``) for one test."""
+    async with serve_sim(**sim_config) as handle:
+        yield handle
 
 
 @pytest.fixture

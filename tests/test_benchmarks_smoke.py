@@ -1,7 +1,8 @@
-"""The benchmark command works: ``python -m benchmarks --quick`` prints a table with every row.
+"""The benchmark command works: ``python -m benchmarks --smoke`` prints a table with every row.
 
-A smoke run only (few samples, short tasks): it proves each benchmark still runs against the
-current code, not that a target is met. Targets are judged on a full run (docs/benchmarks.md).
+A smoke run only (the fewest samples, shortest tasks, smallest files, sections side by side): it
+proves each benchmark still runs against the current code and produces its figures, not that a
+target is met. Targets are judged on a full run (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: One fragment per row the quick mode must print (sizes and durations are the quick ones).
+#: One fragment per row the smoke mode must print (sizes and durations are the smoke ones).
 EXPECTED_ROWS = [
     "spawn → `initialize` answer, normal mode",
     "spawn → `server/discover` answer, normal mode",
@@ -22,21 +23,21 @@ EXPECTED_ROWS = [
     "`get_task` in memory, default settings",
     "`get_task` in memory, previews off",
     "`get_task` over stdio",
-    "polling, 1.5 s task: mean delay",
-    "polling, 1.5 s task: worst delay",
-    "polling, 1.5 s task: vendor status queries per second of task life",
-    "polling, 1.5 s task, alternative fixed 2.5 s interval: mean delay; rate",
-    "callbacks over HTTP, 1.5 s task: mean delay",
-    "callbacks over HTTP, 1.5 s task: worst delay",
+    "polling, 0.5 s task: mean delay",
+    "polling, 0.5 s task: worst delay",
+    "polling, 0.5 s task: vendor status queries per second of task life",
+    "polling, 0.5 s task, alternative fixed 2.5 s interval: mean delay; rate",
+    "callbacks over HTTP, 0.5 s task: mean delay",
+    "callbacks over HTTP, 0.5 s task: worst delay",
     *[
-        f"{size} concurrent wait{'s' if size > 1 else ''} (1 s tasks): {what}"
-        for size in (1, 10, 50)
+        f"{size} concurrent wait{'s' if size > 1 else ''} (0.5 s tasks): {what}"
+        for size in (1, 5)
         for what in ("wall time", "vendor status queries per second", "peak RSS")
     ],
-    "20 MP PNG from disk → `create_image` payload: time",
-    "20 MP PNG from disk → `create_image` payload: peak extra memory",
-    "9 MB JPEG from disk → `create_image` payload: time",
-    "9 MB JPEG from disk → `create_image` payload: peak extra memory",
+    "5 MP PNG from disk → `create_image` payload: time",
+    "5 MP PNG from disk → `create_image` payload: peak extra memory",
+    "2 MB JPEG from disk → `create_image` payload: time",
+    "2 MB JPEG from disk → `create_image` payload: peak extra memory",
     "`tools/list`",
     "finished-task answer, 1 image ",
     "finished-task answer, 4 images",
@@ -44,7 +45,7 @@ EXPECTED_ROWS = [
 ]
 
 
-def test_quick_benchmark_prints_every_row(tmp_path: Path) -> None:
+def test_smoke_benchmark_prints_every_row(tmp_path: Path) -> None:
     env = {
         "HOME": str(tmp_path),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -52,7 +53,7 @@ def test_quick_benchmark_prints_every_row(tmp_path: Path) -> None:
         "TMPDIR": str(tmp_path),
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
+        [sys.executable, "-m", "benchmarks", "--smoke"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -135,3 +135,55 @@ async def test_final_errors_reach_waiters_and_bugs_stay_contained() -> None:
         registry.attach(tg)
         outcome = await registry.wait("y", 5, nothing)
         assert outcome.done and flaky_calls == 3  # transient errors are waited through
+
+
+class TwoIdVendor:
+    """One task known by its task id ``T`` and its external id ``E``; finishes after N polls."""
+
+    def __init__(self, polls_needed: int) -> None:
+        self.polls: dict[str, int] = {"T": 0, "E": 0}
+        self.polls_needed = polls_needed
+
+    async def fetch(self, key: str) -> TaskData:
+        await anyio.sleep(0.01)
+        self.polls[key] += 1
+        done = sum(self.polls.values()) >= self.polls_needed
+        return TaskData.model_validate(
+            {
+                "task_id": "T",
+                "task_status": "succeed" if done else "processing",
+                "task_info": {"external_task_id": "E"},
+            }
+        )
+
+
+@pytest.mark.parametrize("first", ["T", "E"])
+async def test_waiters_on_either_id_share_one_loop(first: str) -> None:
+    vendor = TwoIdVendor(polls_needed=6)
+    registry = WatcherRegistry(vendor.fetch, initial_interval=0.03, max_interval=0.03)
+    outcomes = []
+
+    async def wait(key: str) -> None:
+        outcomes.append(await registry.wait(key, 10, nothing))
+
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        tg.start_soon(wait, first)
+        tg.start_soon(wait, "E" if first == "T" else "T")
+    assert len(outcomes) == 2 and all(o.done and o.task is not None for o in outcomes)
+    # The second id cost at most its first poll; the rest was one loop.
+    assert min(vendor.polls.values()) <= 1, vendor.polls
+    assert len(registry) == 0
+
+
+async def test_after_the_first_poll_the_other_id_finds_the_same_watcher() -> None:
+    vendor = TwoIdVendor(polls_needed=10_000)
+    registry = WatcherRegistry(vendor.fetch, initial_interval=30, max_interval=30)
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        tg.start_soon(registry.wait, "E", 60, nothing)
+        await anyio.sleep(0.2)  # the first poll answered with both ids
+        watcher = registry.find("T")
+        assert watcher is not None and watcher is registry.find("E")
+        assert registry.get("T") is watcher  # a new wait by task id joins it
+        tg.cancel_scope.cancel()

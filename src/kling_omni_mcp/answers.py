@@ -2,33 +2,20 @@
 
 ``TaskAnswer`` is the structured output of ``create_image``, ``get_task`` and ``wait_for_task``
 (its JSON schema is the tools' ``outputSchema``); ``summary()`` renders the short text the model
-reads first. The vendor's vocabulary (``succeed``) stops at ``from_task``.
+reads first. ``from_task`` reads a vendor task only through ``TaskData``'s plain-word properties.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from kling_omni_mcp.kling.models import TaskData
+from kling_omni_mcp.kling.models import PlainStatus, TaskData
 
-__all__ = ["ImageInfo", "Status", "TaskAnswer", "TaskListAnswer", "TaskSummary", "iso_time", "plain_status"]
+__all__ = ["ImageInfo", "Status", "TaskAnswer", "TaskListAnswer", "TaskSummary", "iso_time"]
 
-Status = Literal["submitted", "processing", "succeeded", "failed"]
-
-_STATUS_WORDS: dict[str, Status] = {
-    "submitted": "submitted",
-    "processing": "processing",
-    "succeed": "succeeded",
-    "failed": "failed",
-}
-
-
-def plain_status(vendor_status: str) -> Status:
-    """The vendor's status word in plain English (``succeed`` → ``succeeded``)."""
-    return _STATUS_WORDS.get(vendor_status, "processing")
+Status = PlainStatus
 
 
 def iso_time(ms: int | None) -> str | None:
@@ -71,19 +58,30 @@ class TaskAnswer(BaseModel):
     @classmethod
     def from_task(cls, task: TaskData, **extra: object) -> TaskAnswer:
         """Translate a vendor task into plain words; ``extra`` fills the fields the vendor lacks."""
-        status = plain_status(task.task_status)
         answer = cls(
             task_id=task.task_id,
             external_task_id=task.external_task_id,
-            status=status,
-            done=status in ("succeeded", "failed"),
-            status_message=task.task_status_msg or None,
-            units_charged=task.final_unit_deduction,
+            status=task.plain_status,
+            done=task.is_final,
+            status_message=task.status_message,
+            units_charged=task.units_charged,
             created_at=iso_time(task.created_at),
             updated_at=iso_time(task.updated_at),
             images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
         )
         return answer.model_copy(update=extra)
+
+    def failure_note(self) -> str:
+        """For a failed task: the vendor's reason and what to try instead."""
+        reason = self.status_message or "no reason given"
+        text = reason.lower()
+        if any(word in text for word in ("policy", "safety", "sensitive", "risk", "refus", "violat")):
+            advice = "Rephrase the prompt or use other reference images, then call create_image again."
+        else:
+            advice = (
+                "Check the prompt and inputs, then call create_image again (a failed task is not charged)."
+            )
+        return f"Task {self.task_id} failed: {reason}. {advice}"
 
     def summary(self) -> str:
         """A few lines for the model: what happened, where the files are, what to do next."""

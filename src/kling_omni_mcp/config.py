@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     input_dirs: Annotated[list[Path] | None, NoDecode] = Field(
         default=None, description="Folders local input images may come from (PATH-style list)."
     )
-    preview_size: int = Field(default=512, ge=0, le=2048, description="Longest side of inline previews.")
+    # 512 is also the most the preview budget allows (media/previews.py): a larger side would
+    # not fit the 60,000-character share of an answer, so larger values are refused, not ignored.
+    preview_size: int = Field(default=512, ge=0, le=512, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- spending (budget.py) ------------------------------------------------------------------
@@ -133,7 +135,34 @@ class Settings(BaseSettings):
         default=100, ge=1, le=100_000, description="Open MCP sessions one identity (token) may hold."
     )
 
-    @field_validator("api_key", "access_key", "secret_key", "webhook_secret", mode="before")
+    # --- OAuth 2.1 sign-in (server/oauth.py) and signed download links (server/links.py) ----------
+    mcp_oauth_audience: str | None = Field(
+        default=None, description="This server's resource id in tokens (default <public_url>/mcp)."
+    )
+    mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Scopes every OAuth token must carry (space/comma list)."
+    )
+    mcp_oauth_introspection_url: str | None = Field(default=None, description="RFC 7662 endpoint.")
+    mcp_oauth_client_id: str | None = Field(default=None, description="Client id for introspection.")
+    mcp_oauth_client_secret: SecretStr | None = Field(default=None, description="Its client secret.")
+    # Declared after public_url and the audience: its validator reads them to derive the audience.
+    mcp_oauth_issuer: str | None = Field(
+        default=None, description="Authorization server issuer URL; turns OAuth sign-in on."
+    )
+    link_secret: SecretStr | None = Field(default=None, description="Key signing download links.")
+    link_ttl_seconds: int = Field(
+        default=86400, ge=10, le=30 * 86400, description="How long a download link stays valid."
+    )
+
+    @field_validator(
+        "api_key",
+        "access_key",
+        "secret_key",
+        "webhook_secret",
+        "mcp_oauth_client_secret",
+        "link_secret",
+        mode="before",
+    )
     @classmethod
     def _no_placeholders(cls, value: object) -> object:
         if isinstance(value, str):
@@ -189,6 +218,38 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("mcp_oauth_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in re.split(r"[\s,]+", value) if part]
+        return value
+
+    @field_validator("mcp_oauth_audience", "mcp_oauth_introspection_url", mode="after")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.strip()
+
+    @field_validator("mcp_oauth_issuer", mode="after")
+    @classmethod
+    def _issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Kept exactly as written: clients compare the issuer as a string (RFC 8414 section 3.3).
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.match(r"^https?://[^/\s]+", value) or "?" in value or "#" in value:
+            raise ValueError(f"must be the authorization server's issuer URL (https://...), got {value!r}")
+        if not info.data.get("mcp_oauth_audience") and not info.data.get("public_url"):
+            raise ValueError(
+                "needs the server's own address: set KLING_PUBLIC_URL (the audience is then "
+                "<KLING_PUBLIC_URL>/mcp) or KLING_MCP_OAUTH_AUDIENCE"
+            )
+        return value
+
     @field_validator("output_dir", mode="after")
     @classmethod
     def _expand_output(cls, value: Path) -> Path:
@@ -215,6 +276,13 @@ class Settings(BaseSettings):
         return [Path.home(), self.output_dir]
 
     @property
+    def oauth_audience(self) -> str | None:
+        """The resource id OAuth tokens must name (RFC 8707): set, or ``<public_url>/mcp``."""
+        if self.mcp_oauth_issuer is None:
+            return None
+        return self.mcp_oauth_audience or f"{self.public_url}/mcp"
+
+    @property
     def has_credentials(self) -> bool:
         return self.api_key is not None or (self.access_key is not None and self.secret_key is not None)
 
@@ -234,7 +302,9 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret value configured, for redaction filters."""
-        out = [s.get_secret_value() for s in (self.api_key, self.secret_key, self.webhook_secret) if s]
+        secrets = [self.api_key, self.secret_key, self.webhook_secret]
+        secrets += [self.mcp_oauth_client_secret, self.link_secret]
+        out = [s.get_secret_value() for s in secrets if s]
         out += [t.get_secret_value() for t in self.mcp_auth_tokens]
         return [v for v in out if v]
 

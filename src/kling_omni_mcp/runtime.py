@@ -21,20 +21,18 @@ from urllib.request import getproxies
 import anyio
 import httpx2
 
-from kling_omni_mcp import __version__
 from kling_omni_mcp.budget import Spending
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.auth import ApiKeyAuth, auth_from_settings
-from kling_omni_mcp.kling.client import KlingClient
+from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth
+from kling_omni_mcp.kling.client import DEFAULT_USER_AGENT, KlingClient
+from kling_omni_mcp.kling.errors import KlingConfigError
 from kling_omni_mcp.ledger import FileLedger
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.service import KlingService
 
-__all__ = ["USER_AGENT", "open_service", "result_root", "simulator_webhook_secret"]
+__all__ = ["auth_from_settings", "open_service", "result_root", "simulator_webhook_secret"]
 
 logger = logging.getLogger(__name__)
-
-USER_AGENT = f"kling-omni-mcp/{__version__}"
 
 #: The simulator accepts any bearer token when it has no keys configured.
 _SIMULATOR_TOKEN = "simulated-no-account"  # noqa: S105 - not a secret: the simulator accepts any
@@ -48,6 +46,21 @@ def simulator_webhook_secret() -> str:
     given would otherwise receive deliveries any real endpoint of the user's would accept.
     """
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def auth_from_settings(settings: Settings) -> Auth:
+    """The auth the settings ask for: the API key when set, else access key + secret key.
+
+    Raises ``KlingConfigError`` saying which variable to set when neither is usable.
+    """
+    if settings.api_key is not None:
+        return ApiKeyAuth(settings.api_key.get_secret_value())
+    if settings.access_key is not None and settings.secret_key is not None:
+        return JwtAuth(settings.access_key.get_secret_value(), settings.secret_key.get_secret_value())
+    problem = settings.credentials_problem() or (
+        "No Kling credentials are configured: set KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY."
+    )
+    raise KlingConfigError(problem)
 
 
 def result_root(settings: Settings) -> Path:
@@ -91,7 +104,7 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
                 follow_redirects=True,
                 limits=limits,
                 transport=lazy,
-                headers={"User-Agent": USER_AGENT},
+                headers={"User-Agent": DEFAULT_USER_AGENT},
             )
         )
         client: KlingClient | None = None
@@ -124,7 +137,7 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             settings, client=client, http=http, store=store, simulated=settings.simulate, spending=spending
         )
         async with anyio.create_task_group() as task_group:
-            service.watchers.attach(task_group)
+            service.attach(task_group)
             try:
                 yield service
             finally:

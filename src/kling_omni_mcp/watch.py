@@ -8,6 +8,12 @@ callback calls ``wake()`` so the next poll happens at once instead of at the end
 The poll loops run in a task group owned by ``WatcherRegistry`` (opened by the server's
 lifespan), not in any waiter's request, so a waiter that is cancelled or times out never takes
 the loop down with it; the loop ends by itself when the last waiter leaves or the task ends.
+
+A task has two ids (``task_id`` and the caller's ``external_task_id``) and a waiter may use
+either. The first answer of a poll tells both, so the registry then records the other id as an
+alias; if a second watcher was started under the other id meanwhile, the one not keyed by the
+``task_id`` hands its waiters over to the one that is, and stops polling. Either way one loop
+polls the task, and a callback naming either id wakes it.
 """
 
 from __future__ import annotations
@@ -22,11 +28,9 @@ from anyio.abc import TaskGroup
 from kling_omni_mcp.kling.errors import KlingError, KlingResponseError, KlingTransportError
 from kling_omni_mcp.kling.models import TaskData
 
-__all__ = ["FINAL_STATUSES", "TaskWatcher", "WaitOutcome", "WatcherRegistry"]
+__all__ = ["TaskWatcher", "WaitOutcome", "WatcherRegistry"]
 
 logger = logging.getLogger(__name__)
-
-FINAL_STATUSES = frozenset({"succeed", "failed"})
 
 #: How often a waiter hears from the watcher even when nothing changed (progress heartbeat).
 HEARTBEAT_SECONDS = 4.0
@@ -37,6 +41,8 @@ _TRANSIENT = (KlingTransportError, KlingResponseError)
 
 Fetch = Callable[[str], Awaitable[TaskData]]
 OnTick = Callable[[TaskData | None, float], Awaitable[None]]
+#: Told of every task state a watcher sees; returns the watcher to hand over to, if any.
+OnSeen = Callable[["TaskWatcher", TaskData], "TaskWatcher | None"]
 
 
 @dataclass(frozen=True)
@@ -59,18 +65,19 @@ class TaskWatcher:
         initial_interval: float,
         max_interval: float,
         on_idle: Callable[[TaskWatcher], None],
+        on_seen: OnSeen | None = None,
     ) -> None:
         self.key = key
         self._fetch = fetch
         self._initial = max(0.05, initial_interval)
         self._max = max(self._initial, max_interval)
         self._on_idle = on_idle
+        self._on_seen = on_seen
         self.latest: TaskData | None = None
         #: A final error (e.g. the task does not exist, or a bug); waiters raise it.
         self.error: Exception | None = None
-        #: Last transient error, kept for progress messages.
-        self.last_transient: KlingError | None = None
-        self.polls = 0
+        #: The watcher of the same task under its other id, once known: waiters move there.
+        self.handed_to: TaskWatcher | None = None
         self._waiters = 0
         self._running = False
         self._changed = anyio.Event()
@@ -86,9 +93,7 @@ class TaskWatcher:
 
     @property
     def finished(self) -> bool:
-        return self.error is not None or (
-            self.latest is not None and self.latest.task_status in FINAL_STATUSES
-        )
+        return self.error is not None or (self.latest is not None and self.latest.is_final)
 
     def wake(self) -> None:
         """Poll now (a callback said the task changed)."""
@@ -107,15 +112,14 @@ class TaskWatcher:
         """The poll loop. Ends when no one waits or the task is final."""
         interval = self._initial
         try:
-            while self._waiters > 0 and not self.finished:
-                self.polls += 1
+            while self._waiters > 0 and not self.finished and self.handed_to is None:
                 try:
                     self.latest = await self._fetch(self.key)
-                    self.last_transient = None
+                    if self._on_seen is not None:
+                        self.handed_to = self._on_seen(self, self.latest)
                 except KlingError as exc:
                     if exc.retryable or isinstance(exc, _TRANSIENT):
                         # The client already retried within its own deadline; keep watching.
-                        self.last_transient = exc
                         logger.info("Task %s: poll failed, will retry: %s", self.key, exc.message)
                     else:
                         self.error = exc
@@ -125,7 +129,7 @@ class TaskWatcher:
                     logger.exception("Task %s: unexpected error while polling", self.key)
                     self.error = exc
                 self._publish()
-                if self.finished:
+                if self.finished or self.handed_to is not None:
                     break
                 # Sleep for the interval, or until a callback wakes us.
                 with anyio.move_on_after(interval):
@@ -152,6 +156,8 @@ class TaskWatcher:
                 if self.error is not None:
                     raise self.error
                 now = anyio.current_time()
+                if self.handed_to is not None and not self.finished:
+                    return await self._follow(self.handed_to, began, deadline - now, on_tick, start)
                 if self.finished:
                     return WaitOutcome(self.latest, True, now - began)
                 remaining = deadline - now
@@ -169,6 +175,23 @@ class TaskWatcher:
             self._waiters -= 1
             if self._waiters == 0 and not self._running:
                 self._on_idle(self)
+
+    @staticmethod
+    async def _follow(
+        other: TaskWatcher,
+        began: float,
+        remaining: float,
+        on_tick: OnTick,
+        start: Callable[[TaskWatcher], None],
+    ) -> WaitOutcome:
+        """Go on waiting on ``other`` with the time left, reporting time since ``began``."""
+        offset = anyio.current_time() - began
+
+        async def tick(task: TaskData | None, elapsed: float) -> None:
+            await on_tick(task, offset + elapsed)
+
+        outcome = await other.wait(max(0.0, remaining), tick, start)
+        return WaitOutcome(outcome.task, outcome.done, offset + outcome.waited_seconds)
 
 
 class WatcherRegistry:
@@ -200,6 +223,7 @@ class WatcherRegistry:
                 initial_interval=self._initial,
                 max_interval=self._max,
                 on_idle=self._forget,
+                on_seen=self._seen,
             )
             self._watchers[canonical] = watcher
         return watcher
@@ -214,19 +238,22 @@ class WatcherRegistry:
                 return self._watchers[canonical]
         return None
 
-    def alias(self, watcher_key: str, *other_keys: str | None) -> None:
-        """Let a task's other id (task id vs external id) reach the same watcher."""
-        for key in other_keys:
-            if key and key != watcher_key and key not in self._watchers:
-                self._aliases[key] = watcher_key
+    def _seen(self, watcher: TaskWatcher, task: TaskData) -> TaskWatcher | None:
+        """A poll answered: record the task's other id, or hand over to its other watcher."""
+        if watcher.key != task.task_id:
+            other = self._watchers.get(task.task_id)
+            if other is not None and other is not watcher:
+                # Two loops for one task: the one keyed by the task id stays.
+                self._aliases[watcher.key] = other.key
+                return other
+        for key in (task.task_id, task.external_task_id):
+            if key and key != watcher.key and key not in self._watchers:
+                self._aliases[key] = watcher.key
+        return None
 
     async def wait(self, key: str, budget: float, on_tick: OnTick) -> WaitOutcome:
-        """Wait on the shared watcher for ``key``."""
-        watcher = self.get(key)
-        outcome = await watcher.wait(budget, on_tick, self._start)
-        if outcome.task is not None:
-            self.alias(watcher.key, outcome.task.task_id, outcome.task.external_task_id)
-        return outcome
+        """Wait on the shared watcher for ``key`` (a task id or an external id)."""
+        return await self.get(key).wait(budget, on_tick, self._start)
 
     def _start(self, watcher: TaskWatcher) -> None:
         if self._task_group is None:
@@ -238,3 +265,6 @@ class WatcherRegistry:
             del self._watchers[watcher.key]
             for alias in [a for a, k in self._aliases.items() if k == watcher.key]:
                 del self._aliases[alias]
+            if watcher.handed_to is not None and watcher.handed_to.key in self._watchers:
+                # Its own key now leads to the watcher it handed over to, while that one lives.
+                self._aliases[watcher.key] = watcher.handed_to.key

@@ -7,8 +7,9 @@ import pytest
 from pydantic import SecretStr
 
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.auth import JWT_LIFETIME, ApiKeyAuth, JwtAuth, auth_from_settings
+from kling_omni_mcp.kling.auth import JWT_LIFETIME, ApiKeyAuth, JwtAuth
 from kling_omni_mcp.kling.errors import KlingConfigError
+from kling_omni_mcp.runtime import auth_from_settings
 
 SECRET = "sk-test-secret-0123456789abcdef0123456789"
 

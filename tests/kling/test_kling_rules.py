@@ -172,7 +172,9 @@ def test_registry_and_description_agree() -> None:
     for caps in MODEL_CAPABILITIES.values():
         assert caps.name in text
         assert set(caps.units_per_image) == set(caps.resolutions)
-    assert "4k: 16 units" in text
+        for res, units in caps.units_per_image.items():
+            assert f"{res} {units}u" in text
+    assert "kling-v3-omni (1k 8u/2k 8u/4k 16u per image; series, text-only needs an aspect_ratio)" in text
     assert not MODEL_CAPABILITIES["kling-image-o1"].supports_series
     assert "4k" not in MODEL_CAPABILITIES["kling-image-o1"].resolutions
 

@@ -17,7 +17,6 @@ from kling_omni_mcp.media import (
     MAX_INPUT_BYTES,
     InputImageError,
     PreparedImage,
-    describe_inputs,
     prepare_image_input,
 )
 
@@ -287,21 +286,6 @@ def test_paths_outside_the_allowed_folders_are_refused(tmp_path: Path, make_imag
 
 
 # --- describing, and start-up cost ------------------------------------------------------------------
-
-
-def test_describe_inputs_is_one_line_each_and_never_the_payload(
-    tmp_path: Path, make_image: ImageMaker
-) -> None:
-    png = _prepare(str(make_image("a.png", (400, 300))), tmp_path)
-    webp = _prepare(str(make_image("b.webp", (400, 300), fmt="WEBP")), tmp_path)
-    url = _prepare("https://example.com/c.jpg", tmp_path)
-    text = describe_inputs([png, webp, url])
-    lines = text.splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith(f"image_1: {tmp_path.resolve() / 'a.png'}, PNG 400x300 px")
-    assert "converted WEBP to JPEG" in lines[1]
-    assert lines[2] == "image_3: URL https://example.com/c.jpg (not fetched here; the service checks it)"
-    assert png.payload[:40] not in text
 
 
 def test_importing_the_media_layer_does_not_import_pillow() -> None:

@@ -23,11 +23,10 @@ from mcp.client.stdio import StdioServerParameters
 from PIL import Image
 from starlette.types import Message, Receive, Scope, Send
 
-from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.simulator import Simulator, SimulatorConfig
-from tests.conftest import TEST_API_KEY, SimHandle, command, sim_with, text_of
+from tests.conftest import SIM_DEFAULTS, TEST_API_KEY, SimHandle, command, serve_sim, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
 
 pytestmark = pytest.mark.anyio
@@ -121,78 +120,80 @@ class SlowResults:
         await self.app(scope, receive, trickle)
 
 
+class SlowResultsSimulator(Simulator):
+    """The simulator behind ``SlowResults``: downloads trickle until ``slow_results.slow`` is cleared."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        super().__init__(config)
+        self.slow_results = SlowResults(self.app)
+        self.app = self.slow_results
+
+
 async def test_a_server_killed_mid_download_loses_nothing(
     make_settings: Callable[..., Settings], workdir: Path, tmp_path: Path
 ) -> None:
     """SIGKILL while an image is half-downloaded: no file appears under a final name; a new server
     given only the task id saves the image whole."""
-    sim = Simulator(SimulatorConfig(api_keys=(TEST_API_KEY,), duration=0.3, image_scale=0.25))
-    app = SlowResults(sim.app)
+    sim = SlowResultsSimulator(SimulatorConfig(**{**SIM_DEFAULTS, "duration": 0.3}))
     pid_file = tmp_path / "server.pid"
-    try:
-        async with serve_asgi(app) as base_url:
-            settings = make_settings(base_url)
-            env = {
-                "HOME": str(tmp_path / "home"),
-                "KLING_API_KEY": TEST_API_KEY,
-                "KLING_API_BASE_URL": base_url,
-                "KLING_OUTPUT_DIR": str(settings.output_dir),
-                "KLING_POLL_INITIAL_SECONDS": "0.1",
-            }
-            cmd = command()
-            # sh records its pid, then becomes the server (exec keeps the pid).
-            params = StdioServerParameters(
-                command="/bin/sh", args=["-c", 'echo $$ > "$0"; exec "$@"', str(pid_file), *cmd], env=env
-            )
-            outcome: list[Any] = []
+    async with serve_sim(sim) as vendor:
+        base_url = vendor.base_url
+        settings = make_settings(base_url)
+        env = {
+            "HOME": str(tmp_path / "home"),
+            "KLING_API_KEY": TEST_API_KEY,
+            "KLING_API_BASE_URL": base_url,
+            "KLING_OUTPUT_DIR": str(settings.output_dir),
+            "KLING_POLL_INITIAL_SECONDS": "0.1",
+        }
+        cmd = command()
+        # sh records its pid, then becomes the server (exec keeps the pid).
+        params = StdioServerParameters(
+            command="/bin/sh", args=["-c", 'echo $$ > "$0"; exec "$@"', str(pid_file), *cmd], env=env
+        )
+        outcome: list[Any] = []
 
-            async def call_and_die(client: Client) -> None:
-                try:
-                    outcome.append(
-                        await client.call_tool(
-                            "create_image", {"prompt": "Killed midway", "wait_seconds": 30}
-                        )
-                    )
-                except Exception as exc:  # the process is killed under the call
-                    outcome.append(exc)
-
-            partial: list[Path] = []
-            session = contextlib.AsyncExitStack()
-            client = await session.enter_async_context(Client(params, read_timeout_seconds=60))
+        async def call_and_die(client: Client) -> None:
             try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(call_and_die, client)
-                    with anyio.fail_after(30):
-                        while not partial:
-                            partial = [p for p in leftovers(settings.output_dir) if ".partial" in p.name]
-                            await anyio.sleep(0.02)
-                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            finally:
-                with contextlib.suppress(Exception):  # closing a session whose server is dead
-                    await session.aclose()
-            assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome  # no answer came
-            [task_id] = list(sim.tasks)
-            folder = settings.output_dir / task_id
-            # Only the create's sidecar and the hidden, unfinished download: nothing under a final name.
-            assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-                f"{task_id}.json"
-            ]
-            assert ResultStore(settings.output_dir).find_saved_images(task_id) == []
+                outcome.append(
+                    await client.call_tool("create_image", {"prompt": "Killed midway", "wait_seconds": 30})
+                )
+            except Exception as exc:  # the process is killed under the call
+                outcome.append(exc)
 
-            app.slow = False
-            async with mcp_session(settings) as client:
-                got = await client.call_tool("get_task", {"task_id": task_id})
-                assert not got.is_error, text_of(got)
-                [image] = got.structured_content["images"]
-                saved = verified(Path(image["path"]))
-                assert saved == folder / f"{task_id}_0.png"
-                assert saved.read_bytes() == await sim.render(sim.tasks[task_id], 0, watermark=False)
-                sidecar = sidecar_of(settings, task_id)
-                assert sidecar["prompt"] == "Killed midway" and sidecar["images"][0]["path"] == str(saved)
-            # What a SIGKILL can leave: the hidden partial of the killed process, ignored by everyone.
-            assert all(p.name.startswith(".") for p in leftovers(settings.output_dir))
-    finally:
-        await sim.aclose()
+        partial: list[Path] = []
+        session = contextlib.AsyncExitStack()
+        client = await session.enter_async_context(Client(params, read_timeout_seconds=60))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_and_die, client)
+                with anyio.fail_after(30):
+                    while not partial:
+                        partial = [p for p in leftovers(settings.output_dir) if ".partial" in p.name]
+                        await anyio.sleep(0.02)
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        finally:
+            with contextlib.suppress(Exception):  # closing a session whose server is dead
+                await session.aclose()
+        assert len(outcome) == 1 and isinstance(outcome[0], Exception), outcome  # no answer came
+        [task_id] = list(sim.tasks)
+        folder = settings.output_dir / task_id
+        # Only the create's sidecar and the hidden, unfinished download: nothing under a final name.
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [f"{task_id}.json"]
+        assert ResultStore(settings.output_dir).find_saved_images(task_id) == []
+
+        sim.slow_results.slow = False
+        async with mcp_session(settings) as client:
+            got = await client.call_tool("get_task", {"task_id": task_id})
+            assert not got.is_error, text_of(got)
+            [image] = got.structured_content["images"]
+            saved = verified(Path(image["path"]))
+            assert saved == folder / f"{task_id}_0.png"
+            assert saved.read_bytes() == await sim.render(sim.tasks[task_id], 0, watermark=False)
+            sidecar = sidecar_of(settings, task_id)
+            assert sidecar["prompt"] == "Killed midway" and sidecar["images"][0]["path"] == str(saved)
+        # What a SIGKILL can leave: the hidden partial of the killed process, ignored by everyone.
+        assert all(p.name.startswith(".") for p in leftovers(settings.output_dir))
 
 
 # --- sidecars are never half-written ----------------------------------------------------------------

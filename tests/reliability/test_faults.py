@@ -18,10 +18,9 @@ from PIL import Image
 
 from kling_omni_mcp.budget import utc_day
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.auth import JwtAuth
+from kling_omni_mcp.kling import auth as kling_auth
 from kling_omni_mcp.ledger import LEDGER_FILE, FileLedger
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import SimHandle, free_port, sim_with, text_of
+from tests.conftest import SimHandle, free_port, serve_sim, sim_with, text_of
 from tests.reliability.helpers import leftovers, mcp_session
 
 pytestmark = pytest.mark.anyio
@@ -238,12 +237,7 @@ async def test_jwt_failures_name_the_cause(
     sim = simulator.sim
     secret = SECRET_KEY if skew else "sk-not-the-right-secret"
 
-    original_init = JwtAuth.__init__
-
-    def skewed_init(self: JwtAuth, access_key: str, secret_key: str, **_: Any) -> None:
-        original_init(self, access_key, secret_key, clock=lambda: time.time() + skew)
-
-    monkeypatch.setattr(JwtAuth, "__init__", skewed_init)
+    monkeypatch.setattr(kling_auth, "wall_clock", lambda: time.time() + skew)
     settings = make_settings(simulator.base_url, api_key=None, access_key=ACCESS_KEY, secret_key=secret)
     async with mcp_session(settings) as client:
         result = await client.call_tool("create_image", {"prompt": "A red kite"})
@@ -451,8 +445,8 @@ async def test_unreachable_vendor_ends_a_wait_clearly_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in message
         assert time.monotonic() - started < 10
         # The vendor comes back on the same address: the same server answers the next call.
-        sim = Simulator(SimulatorConfig(duration=0.3, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.3) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None
@@ -480,8 +474,8 @@ async def test_unreachable_vendor_is_a_clear_error_and_the_server_recovers(
         assert 'wait_for_task(task_id="8812345")' in text_of(waited)
 
         # The vendor comes back on the same address: the same server answers the next calls.
-        sim = Simulator(SimulatorConfig(duration=0.5, image_scale=0.25))
-        async with running_simulator(sim, port=port):
+        async with serve_sim(port=port, duration=0.5) as vendor:
+            sim = vendor.sim
             created = await client.call_tool("create_image", {"prompt": "Back online", "wait_seconds": 20})
             assert not created.is_error, text_of(created)
             assert created.structured_content is not None

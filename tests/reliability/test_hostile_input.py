@@ -33,8 +33,8 @@ from pydantic import SecretStr
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.media.sniff import sniff
 from kling_omni_mcp.server.app import build_server
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import TEST_API_KEY, text_of, write_png
+from kling_omni_mcp.simulator import Simulator
+from tests.conftest import TEST_API_KEY, serve_sim, text_of, write_png
 from tests.reliability.helpers import leftovers
 
 #: Bytes planted in files the server must never read; they must never reach the vendor.
@@ -197,8 +197,8 @@ async def _running(root: Path) -> AsyncIterator[tuple[Client, Simulator, Setting
     outside.mkdir()
     files = plant_files(inputs, outside)
     # Tasks never finish during the module (no downloads); every wait budget is tiny.
-    sim = Simulator(SimulatorConfig(api_keys=(TEST_API_KEY,), duration=3600, image_scale=0.1))
-    async with running_simulator(sim) as base_url:
+    async with serve_sim(duration=3600, image_scale=0.1) as vendor:
+        sim, base_url = vendor.sim, vendor.base_url
         app_settings = Settings(
             api_key=SecretStr(TEST_API_KEY),
             api_base_url=base_url,

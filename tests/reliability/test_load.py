@@ -22,8 +22,7 @@ from starlette.types import Receive, Scope, Send
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.server.app import ServiceSlot, build_server
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import TEST_API_KEY, text_of
+from tests.conftest import serve_sim, text_of
 from tests.reliability.helpers import record_result
 
 pytestmark = pytest.mark.anyio
@@ -88,8 +87,8 @@ async def test_loopback_servers_answer_without_nagle_delay() -> None:
 async def test_250_concurrent_waits_one_poll_loop_per_task(
     make_settings: Callable[..., Settings],
 ) -> None:
-    sim = Simulator(SimulatorConfig(api_keys=(TEST_API_KEY,), duration=DURATION, image_scale=0.05))
-    async with running_simulator(sim) as base_url:
+    async with serve_sim(duration=DURATION, image_scale=0.05) as vendor:
+        sim, base_url = vendor.sim, vendor.base_url
         settings = make_settings(
             base_url, poll_initial_seconds=INTERVAL, poll_max_seconds=INTERVAL, http_timeout=30
         )

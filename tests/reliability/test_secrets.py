@@ -24,10 +24,11 @@ from mcp.client.streamable_http import streamable_http_client
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.cli import configure_logging
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.kling import auth as kling_auth
 from kling_omni_mcp.kling.auth import JwtAuth
 from kling_omni_mcp.server.http import build_http_app
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
-from tests.conftest import command, free_port, text_of, write_png
+from kling_omni_mcp.simulator import Simulator
+from tests.conftest import command, free_port, serve_sim, text_of, write_png
 from tests.reliability.helpers import files_under, mcp_session
 
 pytestmark = pytest.mark.anyio
@@ -177,16 +178,16 @@ async def test_in_process_session_leaks_nothing(
     if auth == "api-key":
         credentials: dict[str, Any] = {"api_key": API_KEY}
         wrong: dict[str, Any] = {"api_key": WRONG_API_KEY}
-        sim_config = SimulatorConfig(api_keys=(API_KEY,), duration=0.3, image_scale=0.2)
+        sim_config: dict[str, Any] = {"api_keys": (API_KEY,)}
         echoes = [API_KEY, f"Bearer {API_KEY}"]
     else:
         credentials = {"api_key": None, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
         wrong = {"api_key": None, "access_key": ACCESS_KEY, "secret_key": WRONG_SECRET_KEY}
-        sim_config = SimulatorConfig(access_keys={ACCESS_KEY: SECRET_KEY}, duration=0.3, image_scale=0.2)
+        sim_config = {"api_keys": (), "access_keys": {ACCESS_KEY: SECRET_KEY}}
         header = JwtAuth(ACCESS_KEY, SECRET_KEY).authorization()  # what the client sends: Bearer <jwt>
         echoes = [header, header.partition(" ")[2]]
-    sim = Simulator(sim_config)
-    async with running_simulator(sim) as base_url:
+    async with serve_sim(**sim_config, duration=0.3, image_scale=0.2) as vendor:
+        sim, base_url = vendor.sim, vendor.base_url
         settings = make_settings(base_url, **credentials, **secrets)
         logs = debug_logs(settings)
         answers: list[str] = []
@@ -205,12 +206,7 @@ async def test_in_process_session_leaks_nothing(
             answers += rec.answers
         if auth == "jwt":
             # An expired token (clock two hours behind): 1004, re-signed once, then reported.
-            original = JwtAuth.__init__
-
-            def skewed(self: JwtAuth, access_key: str, secret_key: str, **_: Any) -> None:
-                original(self, access_key, secret_key, clock=lambda: time.time() - 7200)
-
-            monkeypatch.setattr(JwtAuth, "__init__", skewed)
+            monkeypatch.setattr(kling_auth, "wall_clock", lambda: time.time() - 7200)
             async with mcp_session(settings) as client:
                 rec = Recorder(client)
                 result = await rec.call("create_image", {"prompt": "x"})
@@ -230,11 +226,11 @@ async def test_http_transport_session_leaks_nothing(
     debug_logs: Callable[[Settings], io.StringIO], make_settings: Callable[..., Settings], workdir: Path
 ) -> None:
     """Streamable HTTP with tokens, signed vendor callbacks and refused requests."""
-    sim = Simulator(
-        SimulatorConfig(api_keys=(API_KEY,), webhook_secret=WEBHOOK_SECRET, duration=0.5, image_scale=0.2)
-    )
     port = free_port()
-    async with running_simulator(sim) as base_url:
+    async with serve_sim(
+        api_keys=(API_KEY,), webhook_secret=WEBHOOK_SECRET, duration=0.5, image_scale=0.2
+    ) as vendor:
+        sim, base_url = vendor.sim, vendor.base_url
         settings = make_settings(
             base_url,
             api_key=API_KEY,
@@ -285,11 +281,11 @@ async def test_http_transport_session_leaks_nothing(
 
 async def test_stdio_subprocess_stderr_leaks_nothing(tmp_path: Path, workdir: Path) -> None:
     """The real command over stdio, logging at DEBUG: its stderr is searched line by line."""
-    sim = Simulator(SimulatorConfig(api_keys=(API_KEY,), duration=0.3, image_scale=0.2))
     reference = write_png(workdir / "ref.png")
     out = tmp_path / "out"
     stderr_path = tmp_path / "stderr.log"
-    async with running_simulator(sim) as base_url:
+    async with serve_sim(api_keys=(API_KEY,), duration=0.3, image_scale=0.2) as vendor:
+        sim, base_url = vendor.sim, vendor.base_url
         env = {
             "HOME": str(tmp_path / "home"),
             "KLING_API_KEY": API_KEY,

@@ -18,25 +18,46 @@ from tests.conftest import SimHandle, text_of, write_png
 pytestmark = pytest.mark.anyio
 
 
-# (arguments, words the message must contain)
-RULE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+# (case, arguments, what was wrong (naming the tool's own argument), how to fix it)
+RULE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "reference beyond inputs",
         {"prompt": "Put <<<image_3>>> here", "images": ["@a", "@b"]},
-        ["image_3", "2"],
+        "prompt='<<<image_3>>>' is not allowed: refers to image 3 but only 2 images were given in the "
+        "images argument.",
+        "Add the missing images to the images argument, or refer only to image_1..image_2.",
     ),
-    ("element reference without elements", {"prompt": "Use <<<element_1>>>"}, ["element_1"]),
-    ("o1 at 4k", {"prompt": "A cat", "resolution": "4k"}, ["4k", "kling-v3-omni"]),
-    ("o1 series", {"prompt": "A cat", "result_type": "series"}, ["series", "kling-v3-omni"]),
+    (
+        "element reference without elements",
+        {"prompt": "Use <<<element_1>>>"},
+        "prompt='<<<element_1>>>' is not allowed: refers to element 1 but only 0 elements were given in "
+        "the element_ids argument.",
+        "Add elements to the element_ids argument, or remove the reference from the prompt.",
+    ),
+    (
+        "o1 at 4k",
+        {"prompt": "A cat", "resolution": "4k"},
+        "resolution='4k' is not allowed: kling-image-o1 supports 1k, 2k.",
+        "Choose one of 1k, 2k, or use kling-v3-omni for 4k.",
+    ),
+    (
+        "o1 series",
+        {"prompt": "A cat", "result_type": "series"},
+        "result_type='series' is not allowed: kling-image-o1 does not support series output.",
+        "Use model=kling-v3-omni for a series, or result_type='single' with n images.",
+    ),
     (
         "v3 text-only auto ratio",
         {"prompt": "A cat", "model": "kling-v3-omni", "aspect_ratio": "auto"},
-        ["aspect_ratio", "auto"],
+        "aspect_ratio='auto' is not allowed: kling-v3-omni does not accept 'auto' for pure text-to-image",
+        "Choose an explicit aspect ratio such as 1:1 or 16:9, or give a reference image.",
     ),
-    ("too many inputs", {"prompt": "A cat", "images": ["@a"] * 6, "element_ids": [1, 2, 3, 4, 5]}, ["10"]),
-    ("n over 9", {"prompt": "A cat", "n": 10}, ["n"]),
-    ("empty prompt", {"prompt": ""}, ["prompt"]),
-    ("prompt too long", {"prompt": "x" * 2501}, ["prompt"]),
+    (
+        "too many inputs",
+        {"prompt": "A cat", "images": ["@a"] * 6, "element_ids": [1, 2, 3, 4, 5]},
+        "images and element_ids together hold 11 inputs (6 images + 5 elements); at most 10 are allowed.",
+        "Remove 1 of them.",
+    ),
     (
         "series amount out of range",
         {
@@ -46,18 +67,29 @@ RULE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
             "series_amount": 12,
             "aspect_ratio": "1:1",
         },
-        ["series_amount"],
+        "series_amount=12 is not allowed:",
+        "must be between 2 and 9, or 'auto'.",
     ),
-    ("element id not a number", {"prompt": "A cat", "element_ids": ["12ab"]}, ["element_ids"]),
-    ("wait too long", {"prompt": "A cat", "wait_seconds": 5000}, ["wait_seconds"]),
 ]
 
+# Refused by the tool's schema (the SDK's message): (case, arguments, the argument, the bound).
+SCHEMA_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("n over 9", {"prompt": "A cat", "n": 10}, "n", "less than or equal to 9"),
+    ("empty prompt", {"prompt": ""}, "prompt", "at least 1 character"),
+    ("prompt too long", {"prompt": "x" * 2501}, "prompt", "at most 2500 characters"),
+    ("element id not a number", {"prompt": "A cat", "element_ids": ["12ab"]}, "element_ids", "integer"),
+    ("wait too long", {"prompt": "A cat", "wait_seconds": 5000}, "wait_seconds", "less than or equal to 900"),
+]
 
-@pytest.mark.parametrize(("case", "args", "words"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
+_WIRE_NAMES = ("image_list", "element_list", "model_name", "watermark_info")
+
+
+@pytest.mark.parametrize(("case", "args", "what", "fix"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
 async def test_rule_refusals(
     case: str,
     args: dict[str, Any],
-    words: list[str],
+    what: str,
+    fix: str,
     simulator: SimHandle,
     make_settings: Callable[..., Settings],
     workdir: Path,
@@ -70,8 +102,31 @@ async def test_rule_refusals(
         result = await client.call_tool("create_image", args)
     assert result.is_error, case
     message = text_of(result)
-    for word in words:
-        assert word in message, (case, message)
+    # What was wrong, in the tool's own argument names, then the fix as its own sentence.
+    assert what in message, (case, message)
+    assert fix in message, (case, message)
+    assert message.rstrip().endswith("."), message
+    assert not any(name in message for name in _WIRE_NAMES), message
+    assert simulator.sim.counters.create_requests == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "argument", "bound"), SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES]
+)
+async def test_schema_refusals_name_the_argument_and_the_bound(
+    case: str,
+    args: dict[str, Any],
+    argument: str,
+    bound: str,
+    simulator: SimHandle,
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with Client(build_server(make_settings(simulator.base_url))) as client:
+        result = await client.call_tool("create_image", args)
+    assert result.is_error, case
+    lines = text_of(result).splitlines()
+    assert argument in [line.strip().split(".")[0] for line in lines], (case, lines)
+    assert any(bound in line for line in lines), (case, lines)
     assert simulator.sim.counters.create_requests == 0
 
 

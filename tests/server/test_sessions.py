@@ -89,37 +89,3 @@ async def test_idle_sessions_expire_and_free_their_slot(
         await anyio.sleep(2.5)
         assert await ping(raw, url, TOKEN_A, session) == 404
         assert (await open_session(raw, url, TOKEN_A)).status_code == 200
-
-
-async def test_an_outer_auth_layer_supplies_the_identity() -> None:
-    """How OAuth plugs in: an outer layer puts its AuthenticatedUser in scope["user"]; the token
-    guard lets it through and the session key is that principal."""
-    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-    from mcp.server.auth.provider import AccessToken
-    from starlette.responses import PlainTextResponse
-    from starlette.types import Receive, Scope, Send
-
-    from kling_omni_mcp._asgi import serve_asgi
-    from kling_omni_mcp.server.http import BearerGuard
-    from kling_omni_mcp.server.sessions import scope_identity
-
-    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
-        await PlainTextResponse(scope_identity(scope))(scope, receive, send)
-
-    guarded = BearerGuard(inner, [TOKEN_A])
-
-    async def oauth(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and dict(scope["headers"]).get(b"x-test-sub"):
-            sub = dict(scope["headers"])[b"x-test-sub"].decode()
-            token = AccessToken(
-                token="t", client_id="app", scopes=[], subject=sub, claims={"iss": "https://idp"}
-            )
-            scope = {**scope, "user": AuthenticatedUser(token)}
-        await guarded(scope, receive, send)
-
-    async with serve_asgi(oauth) as url, httpx2.AsyncClient(timeout=10) as raw:
-        assert (await raw.get(url)).status_code == 401
-        by_token = await raw.get(url, headers={"Authorization": f"Bearer {TOKEN_A}"})
-        assert by_token.text.startswith("static-token:") and TOKEN_A not in by_token.text
-        by_subject = await raw.get(url, headers={"x-test-sub": "alice"})
-        assert by_subject.status_code == 200 and by_subject.text == "app|https://idp|alice"

@@ -15,7 +15,8 @@ import httpx2
 import jwt
 from PIL import Image
 
-from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
+from kling_omni_mcp.simulator import Simulator
+from tests.conftest import serve_sim
 
 API_KEY = "sim-key"
 ACCESS_KEY = "ak-test"
@@ -61,7 +62,8 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serve_simulator(**overrides: Any) -> AsyncIterator[Served]:
-    """A simulator with the test defaults (API key, access key, 0.3 s tasks, 1/8-size images)."""
+    """A simulator (started by ``serve_sim``, as in every test) with the defaults of these tests:
+    API key, access key, 0.3 s tasks, 1/8-size images; and a client carrying the API key."""
     settings: dict[str, Any] = {
         "api_keys": (API_KEY,),
         "access_keys": {ACCESS_KEY: SECRET_KEY},
@@ -69,11 +71,10 @@ async def serve_simulator(**overrides: Any) -> AsyncIterator[Served]:
         "image_scale": 0.125,
     }
     settings.update(overrides)
-    sim = Simulator(SimulatorConfig(**settings))
-    async with running_simulator(sim) as url:
+    async with serve_sim(**settings) as handle:
         headers = {"Authorization": f"Bearer {API_KEY}"}
-        async with httpx2.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
-            yield Served(sim, url, client)
+        async with httpx2.AsyncClient(base_url=handle.base_url, headers=headers, timeout=10) as client:
+            yield Served(handle.sim, handle.base_url, client)
 
 
 ServeFactory = Callable[..., contextlib.AbstractAsyncContextManager[Served]]

@@ -34,7 +34,8 @@ REFUSALS = [
     ("JWT with alg HS512", f"Bearer {make_jwt(algorithm='HS512')}", 1002),
     ("JWT from an unknown access key", f"Bearer {make_jwt(iss='someone-else')}", 1002),
     ("expired JWT", f"Bearer {make_jwt(exp_in=-60, nbf_in=-120)}", 1004),
-    ("JWT not yet valid", f"Bearer {make_jwt(nbf_in=300)}", 1003),
+    # Signed when the module is collected: a day ahead stays "not yet" however long the suite runs.
+    ("JWT not yet valid", f"Bearer {make_jwt(nbf_in=86_400, exp_in=2 * 86_400)}", 1003),
 ]
 
 

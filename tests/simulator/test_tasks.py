@@ -10,7 +10,7 @@ import anyio
 import pytest
 from PIL import Image
 
-from kling_omni_mcp.kling.models import Envelope, TaskData
+from kling_omni_mcp.kling.models import TaskData
 
 from .sim_helpers import CREATE, Served, ServeFactory, b64_image
 
@@ -57,9 +57,9 @@ async def test_task_goes_submitted_processing_succeed(serve: ServeFactory) -> No
 async def test_query_data_parses_with_the_wire_model(served: Served) -> None:
     created = await served.create_ok(n=2, aspect_ratio="16:9", external_task_id="wire-1")
     data = await served.wait_final(created["task_id"])
-    envelope = Envelope[TaskData].model_validate((await served.query(created["task_id"])).json())
-    assert envelope.data is not None
-    task = envelope.data
+    envelope = (await served.query(created["task_id"])).json()
+    assert envelope["code"] == 0
+    task = TaskData.model_validate(envelope["data"])
     assert task.task_status == "succeed" and task.task_status_msg == ""
     assert task.external_task_id == "wire-1"
     assert [image.index for image in task.result_images] == [0, 1]

@@ -3,7 +3,7 @@
 Everything a caller needs is importable from here; the submodules are the implementation.
 """
 
-from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth, auth_from_settings
+from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth
 from kling_omni_mcp.kling.client import KlingClient, RetryPolicy, new_external_task_id
 from kling_omni_mcp.kling.errors import (
     CODE_HINTS,
@@ -75,7 +75,6 @@ __all__ = [
     "TaskImage",
     "TaskStatus",
     "WatermarkInfo",
-    "auth_from_settings",
     "capabilities_for",
     "check_prompt_references",
     "describe_models",

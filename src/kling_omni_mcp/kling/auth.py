@@ -11,12 +11,8 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from kling_omni_mcp.kling.errors import KlingConfigError
-
-if TYPE_CHECKING:
-    from kling_omni_mcp.config import Settings
 
 __all__ = [
     "JWT_LIFETIME",
@@ -25,7 +21,7 @@ __all__ = [
     "ApiKeyAuth",
     "Auth",
     "JwtAuth",
-    "auth_from_settings",
+    "wall_clock",
 ]
 
 #: Seconds a signed token stays valid (vendor: ``exp = now + 1800``).
@@ -35,6 +31,16 @@ JWT_NBF_SKEW = 5
 #: Re-sign when fewer than this many seconds of validity are left, so no request carries a
 #: token that expires while it travels.
 JWT_RENEW_MARGIN = 60
+
+
+def wall_clock() -> float:
+    """Seconds since the epoch, the unit of the ``exp`` and ``nbf`` claims (``time.time``).
+
+    The clock a ``JwtAuth`` built without one uses, looked up when it is built: a server builds
+    its ``JwtAuth`` from the settings, deep inside, so a test moves that server's clock by
+    replacing this function (``monkeypatch.setattr(auth, "wall_clock", ...)``).
+    """
+    return time.time()
 
 
 class Auth(ABC):
@@ -82,10 +88,11 @@ class ApiKeyAuth(Auth):
 class JwtAuth(Auth):
     """The access key + secret key mode: an HS256 JWT, cached until it nears expiry.
 
-    ``clock`` returns wall-clock seconds (``time.time``); tests inject their own to move time.
+    ``clock`` returns wall-clock seconds (default: this module's ``wall_clock``); tests inject
+    their own to move time.
     """
 
-    def __init__(self, access_key: str, secret_key: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, access_key: str, secret_key: str, *, clock: Callable[[], float] | None = None) -> None:
         access_key, secret_key = access_key.strip(), secret_key.strip()
         if not access_key or not secret_key:
             raise KlingConfigError(
@@ -94,7 +101,7 @@ class JwtAuth(Auth):
         _check_printable("KLING_ACCESS_KEY", access_key)
         self._access_key = access_key
         self._secret_key = secret_key
-        self._clock = clock
+        self._clock = clock if clock is not None else wall_clock
         self._token: str | None = None
         self._expires_at = 0.0
         self.signed_count = 0  # how many tokens were signed: lets tests and metrics see the cache work
@@ -148,18 +155,3 @@ def _check_printable(variable: str, value: str) -> None:
         raise KlingConfigError(
             f"{variable} contains spaces, line breaks or control characters: paste the key without them."
         )
-
-
-def auth_from_settings(settings: Settings) -> Auth:
-    """The auth the settings ask for: the API key when set, else access key + secret key.
-
-    Raises ``KlingConfigError`` saying which variable to set when neither is usable.
-    """
-    if settings.api_key is not None:
-        return ApiKeyAuth(settings.api_key.get_secret_value())
-    if settings.access_key is not None and settings.secret_key is not None:
-        return JwtAuth(settings.access_key.get_secret_value(), settings.secret_key.get_secret_value())
-    problem = settings.credentials_problem() or (
-        "No Kling credentials are configured: set KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY."
-    )
-    raise KlingConfigError(problem)

@@ -1,26 +1,27 @@
 """Wire-format models of the Omni-Image API, spelled exactly as the vendor spells them.
 
 These mirror ``../shared/reference/kling-api.md`` field for field (including the status word
-``succeed``). The rest of the project speaks plain words; translation happens in ``service``.
+``succeed``). The rest of the project speaks plain words: ``TaskData`` answers ``is_final``,
+``succeeded``, ``plain_status``, ``status_message`` and ``units_charged``, so no vendor spelling
+or field name is read outside ``kling/`` (and the simulator).
 Element ids exceed 2**53, so they are Python ``int`` end to end and leave as exact JSON integers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kling_omni_mcp.kling.capabilities import DEFAULT_MODEL, AspectRatio, ModelName, Resolution, ResultType
+
 __all__ = [
-    "ASPECT_RATIOS",
-    "MODEL_NAMES",
-    "RESOLUTIONS",
     "AspectRatio",
     "CreateImageRequest",
     "ElementRef",
-    "Envelope",
     "ImageRef",
     "ModelName",
+    "PlainStatus",
     "Resolution",
     "ResultType",
     "TaskData",
@@ -31,15 +32,16 @@ __all__ = [
     "WatermarkInfo",
 ]
 
-ModelName = Literal["kling-image-o1", "kling-v3-omni"]
-Resolution = Literal["1k", "2k", "4k"]
-ResultType = Literal["single", "series"]
-AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "auto"]
 TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
+#: A task's status in plain words, as every answer shows it.
+PlainStatus = Literal["submitted", "processing", "succeeded", "failed"]
 
-MODEL_NAMES: tuple[str, ...] = ("kling-image-o1", "kling-v3-omni")
-RESOLUTIONS: tuple[str, ...] = ("1k", "2k", "4k")
-ASPECT_RATIOS: tuple[str, ...] = ("16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "auto")
+_PLAIN_STATUS: dict[str, PlainStatus] = {
+    "submitted": "submitted",
+    "processing": "processing",
+    "succeed": "succeeded",
+    "failed": "failed",
+}
 
 
 class _Wire(BaseModel):
@@ -66,7 +68,7 @@ class WatermarkInfo(_Wire):
 class CreateImageRequest(_Wire):
     """Body of ``POST /v1/images/omni-image``. Rules are checked in ``kling.rules``."""
 
-    model_name: ModelName = "kling-image-o1"
+    model_name: ModelName = DEFAULT_MODEL
     prompt: str
     image_list: list[ImageRef] | None = None
     element_list: list[ElementRef] | None = None
@@ -118,6 +120,31 @@ class TaskData(_Wire):
         return self.task_info.external_task_id
 
     @property
+    def plain_status(self) -> PlainStatus:
+        """The status in plain words (``succeed`` → ``succeeded``)."""
+        return _PLAIN_STATUS.get(self.task_status, "processing")
+
+    @property
+    def is_final(self) -> bool:
+        """True once the task succeeded or failed: it will not change again."""
+        return self.plain_status in ("succeeded", "failed")
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the task finished with images."""
+        return self.plain_status == "succeeded"
+
+    @property
+    def status_message(self) -> str | None:
+        """The vendor's reason (for a failure), or None when it gave none."""
+        return self.task_status_msg or None
+
+    @property
+    def units_charged(self) -> str | None:
+        """What the task cost, as the vendor reports it (a decimal string)."""
+        return self.final_unit_deduction
+
+    @property
     def result_images(self) -> list[TaskImage]:
         """The generated images: ``series_images`` for a series task, ``images`` otherwise."""
         if self.task_result is None:
@@ -127,15 +154,3 @@ class TaskData(_Wire):
         ):
             return list(self.task_result.series_images)
         return list(self.task_result.images)
-
-
-T = TypeVar("T")
-
-
-class Envelope(_Wire, Generic[T]):
-    """Every answer: ``{"code": 0, "message": ..., "request_id": ..., "data": ...}``."""
-
-    code: int
-    message: str = ""
-    request_id: str | None = None
-    data: T | None = None

@@ -1,9 +1,12 @@
-"""The model registry and every documented request rule, in one place.
+"""Every documented request rule, checked before a credit is spent.
 
-``MODEL_CAPABILITIES`` is the single source of truth for what each model accepts: tool
-descriptions are generated from it and ``validate_create_request`` checks against it, so the two
-never disagree. A request that breaks a rule is refused here, before any credit is spent, with a
-``KlingValidationError`` naming the field, the value, the rule and what to change instead.
+The models and limits themselves live in ``kling.capabilities``; this module checks a
+``CreateImageRequest`` against them. A request that breaks a rule is refused here with a
+``KlingValidationError`` naming the wire field, the value, the rule and what to change instead
+(the service renames wire fields to the tool's own argument names before the model reads them).
+
+Longer than 300 lines on purpose: every rule with its refusal, written out, is one list a
+reviewer can hold against the vendor's reference; splitting it would scatter that list.
 
 Source: ``shared/reference/kling-api.md`` (vendor Omni-Image reference and capability map).
 """
@@ -13,14 +16,26 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
 from urllib.parse import urlsplit
 
+from kling_omni_mcp.kling.capabilities import (
+    ASPECT_RATIOS,
+    DEFAULT_SERIES_AMOUNT,
+    MAX_IMAGE_BYTES,
+    MAX_REFERENCES,
+    MODEL_CAPABILITIES,
+    MODEL_NAMES,
+    N_RANGE,
+    PROMPT_MAX_CHARS,
+    SERIES_AMOUNT_RANGE,
+    SERIES_AUTO_ESTIMATE,
+    ModelCapabilities,
+    describe_models,
+)
 from kling_omni_mcp.kling.errors import KlingValidationError
-from kling_omni_mcp.kling.models import ASPECT_RATIOS, CreateImageRequest
+from kling_omni_mcp.kling.models import CreateImageRequest
 
+# The capability names are re-exported: ``kling.rules`` was their home before ``capabilities``.
 __all__ = [
     "DEFAULT_SERIES_AMOUNT",
     "MAX_IMAGE_BYTES",
@@ -36,65 +51,13 @@ __all__ = [
     "describe_models",
     "estimate_units",
     "image_count",
+    "models_with",
     "prompt_references",
     "validate_create_request",
 ]
 
-PROMPT_MAX_CHARS = 2500
-#: Reference images + elements together.
-MAX_REFERENCES = 10
-N_RANGE = (1, 9)
-SERIES_AMOUNT_RANGE = (2, 9)
-#: What the vendor uses when a series task gives no ``series_amount``.
-DEFAULT_SERIES_AMOUNT = 4
-#: ``series_amount="auto"`` lets the vendor choose; estimates count it as the maximum (9) so a
-#: cost shown to a user is never lower than what may be charged.
-SERIES_AUTO_ESTIMATE = SERIES_AMOUNT_RANGE[1]
-#: "at most 10 MB" per input image; read as MiB (assumption: the vendor does not say which).
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
 #: Element ids are Java ``long`` values on the vendor side.
 _MAX_ELEMENT_ID = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class ModelCapabilities:
-    """What one model accepts, per the vendor's capability map, and what it costs."""
-
-    name: str
-    label: str
-    resolutions: tuple[str, ...]
-    supports_series: bool
-    #: False when ``aspect_ratio="auto"`` is refused for pure text-to-image (no images, no elements).
-    auto_aspect_for_text_only: bool
-    #: Units charged per generated image, by resolution.
-    units_per_image: Mapping[str, int] = field(default_factory=dict)
-
-    def units_for(self, resolution: str) -> int:
-        """Units per image at ``resolution`` (raises ``KeyError`` for an unsupported one)."""
-        return self.units_per_image[resolution]
-
-
-MODEL_CAPABILITIES: Mapping[str, ModelCapabilities] = MappingProxyType(
-    {
-        "kling-image-o1": ModelCapabilities(
-            name="kling-image-o1",
-            label="Kling Image O1",
-            # 4k is in the request enum but not in o1's capability map.
-            resolutions=("1k", "2k"),
-            supports_series=False,
-            auto_aspect_for_text_only=True,
-            units_per_image=MappingProxyType({"1k": 8, "2k": 8}),
-        ),
-        "kling-v3-omni": ModelCapabilities(
-            name="kling-v3-omni",
-            label="Kling V3 Omni",
-            resolutions=("1k", "2k", "4k"),
-            supports_series=True,
-            auto_aspect_for_text_only=False,
-            units_per_image=MappingProxyType({"1k": 8, "2k": 8, "4k": 16}),
-        ),
-    }
-)
 
 _REFERENCE = re.compile(r"<{2,3}\s*(image|element|object)_(\d+)\s*>{2,3}")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
@@ -109,28 +72,19 @@ def capabilities_for(model_name: str) -> ModelCapabilities:
         raise KlingValidationError(
             "model_name",
             model_name,
-            f"must be one of {', '.join(MODEL_CAPABILITIES)}",
-            hint="Use kling-image-o1 (default) or kling-v3-omni (4k and series output).",
+            f"must be one of {', '.join(MODEL_NAMES)}",
+            hint=f"Choose one of {', '.join(MODEL_NAMES)} (the first is the default).",
         )
     return caps
 
 
-def describe_models() -> str:
-    """A few lines per model, for tool descriptions: resolutions, series, aspect, price."""
-    lines = []
-    for caps in MODEL_CAPABILITIES.values():
-        prices = ", ".join(f"{res}: {caps.units_per_image[res]} units" for res in caps.resolutions)
-        series = "series output supported" if caps.supports_series else "no series output"
-        aspect = (
-            "aspect_ratio 'auto' allowed"
-            if caps.auto_aspect_for_text_only
-            else "aspect_ratio 'auto' needs at least one reference image or element"
-        )
-        lines.append(
-            f"- {caps.name}: resolutions {', '.join(caps.resolutions)}; {series}; {aspect}; "
-            f"per image {prices}."
-        )
-    return "\n".join(lines)
+def models_with(*, resolution: str | None = None, series: bool = False) -> list[str]:
+    """The models that accept ``resolution`` (and series output, when asked), in map order."""
+    return [
+        caps.name
+        for caps in MODEL_CAPABILITIES.values()
+        if (resolution is None or resolution in caps.resolutions) and (caps.supports_series or not series)
+    ]
 
 
 def prompt_references(prompt: str) -> dict[str, set[int]]:
@@ -162,7 +116,7 @@ def image_count(req: CreateImageRequest) -> int:
 
 
 def estimate_units(req: CreateImageRequest) -> int:
-    """Units the task should cost: 8 per image, 16 per image for kling-v3-omni at 4k.
+    """Units the task should cost: the model's price per image at that resolution, times the images.
 
     An estimate for the user: ``"auto"`` series count as 9 images (the maximum). Unknown models
     or resolutions a model does not support raise ``KlingValidationError``.
@@ -189,7 +143,7 @@ def validate_create_request(req: CreateImageRequest) -> None:
             "image_list+element_list",
             f"{len(images)} images + {len(elements)} elements",
             f"reference images and elements together must be at most {MAX_REFERENCES}",
-            hint="Drop some references so that at most 10 remain.",
+            hint=f"Drop some references so that at most {MAX_REFERENCES} remain.",
         )
     _check_output(req, caps)
     if req.resolution not in caps.resolutions:
@@ -320,7 +274,8 @@ def _check_output(req: CreateImageRequest, caps: ModelCapabilities) -> None:
                 "result_type",
                 "series",
                 f"{caps.name} does not support series output",
-                hint="Use model_name='kling-v3-omni' for a series, or result_type='single' with n images.",
+                hint=f"Use model_name={' or '.join(models_with(series=True))} for a series, or "
+                "result_type='single' with n images.",
             )
         if req.n != 1:
             # The vendor ignores n for a series; refusing beats a silent surprise.
@@ -328,7 +283,8 @@ def _check_output(req: CreateImageRequest, caps: ModelCapabilities) -> None:
                 "n",
                 req.n,
                 "is ignored for result_type='series'",
-                hint="Set series_amount (2-9 or 'auto') for the number of series images and leave n at 1.",
+                hint=f"Set series_amount ({SERIES_AMOUNT_RANGE[0]}-{SERIES_AMOUNT_RANGE[1]} or 'auto') for "
+                "the number of series images and leave n at 1.",
             )
         amount = req.series_amount
         low, high = SERIES_AMOUNT_RANGE
@@ -353,7 +309,8 @@ def _check_output(req: CreateImageRequest, caps: ModelCapabilities) -> None:
 
 
 def _refuse_resolution(caps: ModelCapabilities, resolution: str) -> None:
-    better = "; use kling-v3-omni for 4k" if resolution == "4k" else ""
+    others = [name for name in models_with(resolution=resolution) if name != caps.name]
+    better = f", or use {' or '.join(others)} for {resolution}" if others else ""
     raise KlingValidationError(
         "resolution",
         resolution,

@@ -11,7 +11,6 @@ from .inputs import (
     MAX_INPUT_BYTES,
     MIN_SIDE,
     PreparedImage,
-    describe_inputs,
     prepare_image_input,
 )
 from .outputs import MAX_DOWNLOAD_BYTES, ResultStore, SavedImage
@@ -31,7 +30,6 @@ __all__ = [
     "ResultStore",
     "SavedImage",
     "confined_output_path",
-    "describe_inputs",
     "make_preview",
     "prepare_image_input",
     "preview_budget",

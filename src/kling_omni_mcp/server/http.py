@@ -4,13 +4,16 @@ Layout of the Starlette app::
 
     GET  /healthz          no auth, no secrets: {"status": "ok", "version": ..., "simulated": ...}
     POST /callbacks/kling  vendor callbacks (server/callback_route.py); only with KLING_PUBLIC_URL
-    *    /mcp              MCP streamable HTTP; Bearer token when KLING_MCP_AUTH_TOKENS is set;
-                           sessions bound to that identity and capped per identity (server/sessions.py)
+    GET  /files/{task_id}/{index}  a saved image, for a signed link (server/links.py); no bearer token
+    GET  /.well-known/oauth-protected-resource/mcp  with OAuth on (server/signin.py); no token
+    *    /mcp              MCP streamable HTTP; static tokens and/or OAuth (server/signin.py);
+                           sessions bound to the caller and capped per caller (server/sessions.py)
 
 Host/Origin are checked against loopback, the host of KLING_PUBLIC_URL and KLING_MCP_ALLOWED_HOSTS
 (DNS rebinding) on /mcp and the callback route. Every request's body must arrive within a
-deadline, and its headers too (server/limits.py). The parent app's lifespan runs the MCP session
-manager, which opens the service once per process.
+deadline, and its headers too (server/limits.py).
+
+The parent app's lifespan runs the MCP session manager, which opens the service once per process.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,7 +39,9 @@ from kling_omni_mcp.server.app import ServiceSlot, build_server
 from kling_omni_mcp.server.callback_route import CALLBACK_BODY_LIMIT, callback_endpoint
 from kling_omni_mcp.server.disconnect import CancelOnDisconnect
 from kling_omni_mcp.server.limits import BodyDeadline, HttpLimits, uvicorn_options
-from kling_omni_mcp.server.sessions import SessionQuota, static_token_user
+from kling_omni_mcp.server.links import build_link_signer, link_routes, saved_image_finder
+from kling_omni_mcp.server.sessions import SessionQuota
+from kling_omni_mcp.server.signin import build_sign_in
 
 __all__ = [
     "CALLBACK_BODY_LIMIT",
@@ -67,7 +71,8 @@ def is_loopback(host: str) -> bool:
 
 def check_bind_is_safe(settings: Settings, host: str, *, allow_unauthenticated: bool) -> None:
     """Refuse a non-loopback bind without access tokens, unless explicitly allowed."""
-    if is_loopback(host) or settings.mcp_auth_tokens or allow_unauthenticated:
+    signed_in = settings.mcp_auth_tokens or settings.mcp_oauth_issuer
+    if is_loopback(host) or signed_in or allow_unauthenticated:
         return
     raise UnsafeBindError(
         f"Refusing to listen on {host} without access tokens: anyone who can reach this address could "
@@ -78,7 +83,7 @@ def check_bind_is_safe(settings: Settings, host: str, *, allow_unauthenticated: 
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """DNS-rebinding protection: loopback, KLING_PUBLIC_URL's host, each KLING_MCP_ALLOWED_HOSTS entry."""
+    """DNS-rebinding protection: loopback names, plus each KLING_MCP_ALLOWED_HOSTS entry."""
     hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
     origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
     public = [urlsplit(settings.public_url).netloc] if settings.public_url else []
@@ -103,30 +108,24 @@ class BearerGuard:
     def __init__(self, app: ASGIApp, tokens: Sequence[str]) -> None:
         self._app = app
         self._tokens = [t.encode() for t in tokens if t]
-        self._users = {t: static_token_user(t.decode()) for t in self._tokens}
 
-    def _match(self, header: str | None) -> bytes | None:
-        """The configured token the header carries, or None."""
+    def _allowed(self, header: str | None) -> bool:
         if not header or header[:7].lower() != "bearer ":
-            return None
+            return False
         given = header[7:].strip().encode()
-        found = None
-        for token in self._tokens:  # no early exit: every token is compared
-            if hmac.compare_digest(given, token):
-                found = token
-        return found
+        ok = False
+        for token in self._tokens:
+            ok |= hmac.compare_digest(given, token)
+        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._tokens or isinstance(scope.get("user"), AuthenticatedUser):
-            # No tokens configured, or an outer layer (OAuth) already authenticated the caller.
+        if scope["type"] != "http" or not self._tokens:
             await self._app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         header = headers.get("authorization")
-        token = self._match(header)
-        if token is not None:
-            # The identity sessions are bound to (an OAuth layer sets its own user instead).
-            await self._app({**scope, "user": self._users[token]}, receive, send)
+        if self._allowed(header):
+            await self._app(scope, receive, send)
             return
         challenge = 'Bearer realm="kling-omni-mcp"'
         if header:
@@ -169,9 +168,11 @@ def build_http_app(
         session_idle_timeout=settings.mcp_session_idle_seconds,
     )
     if not stateless:
+        # Inside sign-in, so both see the caller (scope["user"]).
         quota = SessionQuota(mcp_app, limit=settings.mcp_max_sessions, manager=server.session_manager)
         mcp_app = CancelOnDisconnect(quota)
-    tokens = [t.get_secret_value() for t in settings.mcp_auth_tokens]
+    sign_in = build_sign_in(mcp_app, settings)
+    signer = build_link_signer(settings)
     callback = callback_endpoint(
         enabled=settings.public_url is not None,
         secret=callback_secret(settings),
@@ -198,7 +199,9 @@ def build_http_app(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/callbacks/kling", callback, methods=["POST"]),
-            Mount("/", app=BearerGuard(mcp_app, tokens)),
+            *sign_in.public_routes,
+            *(link_routes(signer, saved_image_finder(slot)) if signer is not None else []),
+            Mount("/", app=sign_in.app),
         ],
         lifespan=lifespan,
     )
@@ -224,6 +227,9 @@ def serve_http(
         return 2
     app = build_http_app(settings, host=host, stateless=stateless)
     auth = "bearer tokens required" if settings.mcp_auth_tokens else "NO authentication"
+    if settings.mcp_oauth_issuer:
+        auth = f"OAuth sign-in with {settings.mcp_oauth_issuer}"
+        auth += " or bearer tokens" if settings.mcp_auth_tokens else ""
     logger.info("kling-omni-mcp %s serving MCP on http://%s:%d/mcp (%s)", __version__, host, port, auth)
     uvicorn.run(
         app,

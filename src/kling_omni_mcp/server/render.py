@@ -1,9 +1,9 @@
 """Render a service answer as an MCP tool result: text, resource links, small previews.
 
-The whole answer must stay well under what hosts accept (Claude's apps swap a result over
-~150,000 characters for a file pointer, and every inline byte costs the model context), so the
-previews share a fixed character budget: they shrink, then drop, as images are added, and the
-text says so.
+One answer never exceeds ``ANSWER_CHAR_LIMIT`` (100,000 characters, all blocks together): hosts
+swap larger results for a file pointer (Claude's apps at ~150,000) and every inline byte costs the
+model context. The previews share a fixed character budget within it: they shrink, then drop,
+as images are added, and the text says so.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ def render_model(model: BaseModel, text: str) -> CallToolResult:
 
 
 async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolResult:
-    """Text summary, one ``resource_link`` per saved image, and previews within the budget."""
+    """Text summary, one ``resource_link`` per saved image, and previews within the budget.
+
+    A failed task is a result, not a crash: ``isError`` is set so the host shows it as a
+    failure, and ``structuredContent`` still carries the task (status, reason, what to do next).
+    """
     import base64
 
     saved = sorted((img for img in answer.images if img.path), key=lambda img: img.index)
@@ -114,7 +118,10 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
             )
         )
     blocks.extend(previews)
-    result = CallToolResult(content=blocks, structured_content=answer.model_dump(mode="json"))
+    failed = answer.status == "failed"
+    result = CallToolResult(
+        content=blocks, structured_content=answer.model_dump(mode="json"), is_error=failed
+    )
     size = len(result.model_dump_json(by_alias=True))
     if size > ANSWER_CHAR_LIMIT:
         # Should not happen with the budget above; never send an oversized answer anyway.
@@ -122,5 +129,6 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
         result = CallToolResult(
             content=[b for b in blocks if not isinstance(b, ImageContent)],
             structured_content=answer.model_dump(mode="json"),
+            is_error=failed,
         )
     return result

@@ -5,25 +5,24 @@ whose ``AccessToken`` names the principal. The SDK's session manager already bin
 to the principal that opened it (another principal gets 404 for that ``mcp-session-id``, DELETE
 included) and closes idle sessions; this module adds what it lacks, a per-identity session cap.
 
-Static bearer tokens become the principal ``static-token:<fingerprint>`` (never the token
-itself). An OAuth layer plugs in by putting its own ``AuthenticatedUser`` (with ``subject`` and
-``claims["iss"]``) in ``scope["user"]`` before these middlewares run: ``scope_identity`` and the
-SDK's session binding then use the OAuth subject with no other change.
+The sign-in layer (server/signin.py: static tokens and OAuth through the SDK's bearer
+middleware) puts an ``AuthenticatedUser`` in ``scope["user"]`` before these middlewares run;
+``scope_identity`` names it as server/identity.py does (``token:<fingerprint>``, ``oauth:<sub>``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken, principal_components
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SessionQuota", "scope_identity", "static_token_user"]
+from kling_omni_mcp.server.identity import identity_of
+
+__all__ = ["SessionQuota", "scope_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +30,11 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 
 
-def static_token_user(token: str) -> AuthenticatedUser:
-    """The principal a static bearer token stands for; the token is kept only as a fingerprint."""
-    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:16]
-    client_id = f"static-token:{fingerprint}"
-    return AuthenticatedUser(AccessToken(token=client_id, client_id=client_id, scopes=[]))
-
-
 def scope_identity(scope: Scope) -> str:
     """One string per principal: the key sessions are counted (and, by the SDK, bound) by."""
     user = scope.get("user")
     if isinstance(user, AuthenticatedUser):
-        client_id, issuer, subject = principal_components(user.access_token)
-        return "|".join(part or "" for part in (client_id, issuer, subject))
+        return identity_of(user.access_token)
     return ANONYMOUS
 
 

@@ -20,12 +20,26 @@ from pydantic import Field
 
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer
 from kling_omni_mcp.budget import SpendingRefusal
-from kling_omni_mcp.config import MAX_WAIT_SECONDS
+from kling_omni_mcp.config import MAX_WAIT_SECONDS, Settings
+from kling_omni_mcp.kling.capabilities import (
+    DEFAULT_MODEL,
+    MAX_REFERENCES,
+    N_RANGE,
+    PROMPT_MAX_CHARS,
+    RESOLUTIONS,
+    SERIES_AMOUNT_RANGE,
+    AspectRatio,
+    ModelName,
+    Resolution,
+    ResultType,
+    describe_models,
+)
 from kling_omni_mcp.kling.errors import KlingError
-from kling_omni_mcp.kling.rules import MODEL_CAPABILITIES
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
 from kling_omni_mcp.server.render import render_answer, render_model
+from kling_omni_mcp.server.schema import compact_registered_schemas
+from kling_omni_mcp.server.studio import STUDIO_TOOL_META
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
 if TYPE_CHECKING:
@@ -33,7 +47,7 @@ if TYPE_CHECKING:
 
     from kling_omni_mcp.server.app import AppContext
 
-__all__ = ["register_tools", "tool_errors"]
+__all__ = ["create_description", "register_tools", "tool_errors", "wait_description"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,79 +99,21 @@ async def _progress(ctx: Context[Any, Any]) -> Any:
     return report
 
 
-def _model_lines() -> str:
-    """One short line per model, generated from the capability map so docs and checks agree."""
-    parts = []
-    for caps in MODEL_CAPABILITIES.values():
-        prices = "/".join(f"{res} {units}u" for res, units in caps.units_per_image.items())
-        extras = ["series" if caps.supports_series else "single only"]
-        if not caps.auto_aspect_for_text_only:
-            extras.append("text-only needs an aspect_ratio")
-        parts.append(f"{caps.name} ({prices} per image; {', '.join(extras)})")
-    return "Models: " + "; ".join(parts) + "."
-
-
-CREATE_DESCRIPTION = f"""Generate images with Kling Omni-Image from a prompt and optional reference images.
+def create_description() -> str:
+    """What ``create_image`` does and costs; the model lines come from the capability map."""
+    return f"""Generate images with Kling Omni-Image from a prompt and optional reference images.
 Costs credits per image (u = units); requests the rules refuse cost nothing.
 Returns a task_id at once; then call wait_for_task(task_id) until done (or set wait_seconds).
 Refer to inputs in the prompt as <<<image_1>>>, <<<element_1>>> (1-based).
 Reuse the same external_task_id when retrying: you get the same task, never a second charge.
-{_model_lines()}"""
+{describe_models()}"""
 
-WAIT_DESCRIPTION = f"""Wait for a task to finish, with progress; saves the images, returns their paths. Free.
+
+def wait_description(settings: Settings) -> str:
+    """What ``wait_for_task`` does, with this server's default budget."""
+    return f"""Wait for a task to finish, with progress; saves the images, returns their paths. Free.
 If the time budget runs out it returns done=false (not an error): call wait_for_task again.
-timeout_seconds defaults to the server's setting (45 s), max {MAX_WAIT_SECONDS}."""
-
-
-def compact_schema(node: Any, *, drop_object_descriptions: bool = False) -> Any:
-    """The same JSON Schema with less to read: no auto-generated titles, ``X | None`` written as
-    ``"type": [X, "null"]``, no ``"default": null`` (and, for output schemas, no class docstrings).
-    Every tool schema is read into the model's context in every conversation, so these bytes are
-    paid again and again."""
-    if isinstance(node, list):
-        return [compact_schema(item, drop_object_descriptions=drop_object_descriptions) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key == "default" and value is None:
-            continue
-        if key == "description" and drop_object_descriptions and "properties" in node:
-            continue
-        out[key] = (
-            value
-            if key == "properties"
-            else compact_schema(value, drop_object_descriptions=drop_object_descriptions)
-        )
-    if "properties" in out:
-        out["properties"] = {
-            name: compact_schema(sub, drop_object_descriptions=drop_object_descriptions)
-            for name, sub in out["properties"].items()
-        }
-    options = out.get("anyOf")
-    if (
-        isinstance(options, list)
-        and len(options) == 2
-        and {"type": "null"} in options
-        and all(set(o) == {"type"} and isinstance(o["type"], str) for o in options)
-    ):
-        del out["anyOf"]
-        other = next(o["type"] for o in options if o["type"] != "null")
-        out["type"] = [other, "null"]
-    return out
-
-
-def _compact_registered(server: MCPServer[AppContext]) -> None:
-    # MCPServer derives the schemas once at registration; shrink them in place. (There is no
-    # public hook for this in mcp 2.3; the tool manager is the owner of those dicts.)
-    for tool in server._tool_manager.list_tools():
-        tool.parameters = compact_schema(tool.parameters)
-        if tool.fn_metadata.output_schema is not None:
-            tool.fn_metadata.output_schema = compact_schema(
-                tool.fn_metadata.output_schema, drop_object_descriptions=True
-            )
+timeout_seconds defaults to the server's setting ({settings.wait_seconds:g} s), max {MAX_WAIT_SECONDS}."""
 
 
 #: get_task, wait_for_task and list_tasks only read from the vendor (saving results locally is a
@@ -167,44 +123,49 @@ _READS_VENDOR = ToolAnnotations(
 )
 
 
-def register_tools(server: MCPServer[AppContext]) -> None:
-    """Add the tools to ``server``."""
+def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
+    """Add the tools to ``server``; descriptions state the running ``settings``."""
 
     @server.tool(
         name="create_image",
         title="Create image",
-        description=CREATE_DESCRIPTION,
+        description=create_description(),
         annotations=ToolAnnotations(
             read_only_hint=False,
             destructive_hint=False,
             idempotent_hint=False,
             open_world_hint=True,
         ),
+        meta=STUDIO_TOOL_META,
     )
     async def create_image(
-        prompt: Annotated[str, Field(min_length=1, max_length=2500, description="What to generate.")],
+        prompt: Annotated[
+            str, Field(min_length=1, max_length=PROMPT_MAX_CHARS, description="What to generate.")
+        ],
         ctx: Context[Any, Any],
         # Asked of the user (form elicitation), never of the model: see server/confirm.py.
         confirmation: Annotated[ElicitationResult[SpendConfirmation], Resolve(ask_to_confirm)],
         images: Annotated[
             list[str],
             Field(
-                max_length=10, description="Reference images: absolute file paths, http(s) URLs or Base64."
+                max_length=MAX_REFERENCES,
+                description="Reference images: absolute file paths, http(s) URLs or Base64.",
             ),
         ] = [],  # noqa: B006 - pydantic copies defaults
         element_ids: Annotated[
-            list[ElementId], Field(max_length=10, description="Element library ids.")
+            list[ElementId], Field(max_length=MAX_REFERENCES, description="Element library ids.")
         ] = [],  # noqa: B006
-        model: Literal["kling-image-o1", "kling-v3-omni"] = "kling-image-o1",
-        resolution: Literal["1k", "2k", "4k"] = "1k",
+        model: ModelName = DEFAULT_MODEL,
+        resolution: Resolution = RESOLUTIONS[0],
         aspect_ratio: Annotated[
-            Literal["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9", "auto"] | None,
+            AspectRatio | None,
             Field(description="Default: auto (follows the inputs)."),
         ] = None,
-        n: Annotated[int, Field(ge=1, le=9, description="Images to make (single).")] = 1,
-        result_type: Literal["single", "series"] = "single",
+        n: Annotated[int, Field(ge=N_RANGE[0], le=N_RANGE[1], description="Images to make (single).")] = 1,
+        result_type: ResultType = "single",
         series_amount: Annotated[
-            int | Literal["auto"] | None, Field(description="2-9 or auto; series only.")
+            int | Literal["auto"] | None,
+            Field(description=f"{SERIES_AMOUNT_RANGE[0]}-{SERIES_AMOUNT_RANGE[1]} or auto; series only."),
         ] = None,
         watermark: bool | None = None,
         external_task_id: Annotated[
@@ -263,8 +224,9 @@ def register_tools(server: MCPServer[AppContext]) -> None:
     @server.tool(
         name="wait_for_task",
         title="Wait for task",
-        description=WAIT_DESCRIPTION,
+        description=wait_description(settings),
         annotations=_READS_VENDOR,
+        meta=STUDIO_TOOL_META,
     )
     async def wait_for_task(
         task_id: TaskId,
@@ -297,4 +259,4 @@ def register_tools(server: MCPServer[AppContext]) -> None:
     from kling_omni_mcp.server.account_tool import register_account_tool  # it imports this module
 
     register_account_tool(server)
-    _compact_registered(server)
+    compact_registered_schemas(server)
