@@ -8,8 +8,11 @@ simulator on a loopback port. The MCP lifespan, the CLI's ``doctor`` and the tes
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import os
+import secrets
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -31,12 +34,22 @@ from kling_omni_mcp.ledger import FileLedger
 from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
 
-__all__ = ["auth_from_settings", "open_service", "result_root"]
+__all__ = ["auth_from_settings", "open_service", "result_root", "simulator_webhook_secret"]
 
 logger = logging.getLogger(__name__)
 
 #: The simulator accepts any bearer token when it has no keys configured.
 _SIMULATOR_TOKEN = "simulated-no-account"  # noqa: S105 - not a secret: the simulator accepts any
+
+
+@functools.cache
+def simulator_webhook_secret() -> str:
+    """The embedded simulator's own webhook secret, made once per process.
+
+    The simulator must never sign with the real KLING_WEBHOOK_SECRET: a callback_url it was
+    given would otherwise receive deliveries any real endpoint of the user's would accept.
+    """
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def auth_from_settings(settings: Settings) -> Auth:
@@ -121,10 +134,10 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             # Imported here: the simulator (and Pillow) cost start-up time only when used.
             from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 
-            # The embedded simulator signs its callbacks with our own webhook secret, so the
-            # HTTP transport's callback route can be tried end to end in simulate mode too.
-            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration, webhook_secret=secret))
+            # The simulator signs with a secret of its own, which the HTTP callback route accepts
+            # in simulate mode, so callbacks can be tried end to end without the real secret.
+            own_secret = simulator_webhook_secret()
+            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration, webhook_secret=own_secret))
             base_url = await stack.enter_async_context(running_simulator(simulator))
             logger.info("Simulate mode: the embedded Kling simulator is serving on %s", base_url)
             client = KlingClient(
