@@ -69,7 +69,9 @@ class TaskAnswer(BaseModel):
             updated_at=iso_time(task.updated_at),
             images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
         )
-        return answer.model_copy(update=extra)
+        answer = answer.model_copy(update=extra)
+        notes = task.vendor_notes  # what the vendor sent that could not be used as is
+        return answer.model_copy(update={"notes": [*notes, *answer.notes]}) if notes else answer
 
     def failure_note(self) -> str:
         """For a failed task: the vendor's reason and what to try instead."""

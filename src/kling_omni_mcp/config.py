@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "SettingsError",
     "default_output_dir",
     "load_settings",
+    "webhook_secret_problem",
 ]
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
@@ -33,6 +34,32 @@ _TEMPLATE = re.compile(r"^\s*(\$\{[^}]*\}|\{\{[^}]*\}\}|<[^>]*>|\$[A-Z_][A-Z0-9_
 
 class SettingsError(ValueError):
     """A setting has a value that cannot work; the message names the variable and the fix."""
+
+
+#: Standard Webhooks secrets are 24 to 64 random bytes; fewer is guessable.
+MIN_WEBHOOK_SECRET_BYTES = 24
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """None for a usable ``whsec_<base64>`` secret; otherwise what is wrong (never the secret)."""
+    import base64
+    import binascii
+
+    encoded = secret.removeprefix("whsec_")
+    try:
+        # Unpadded Base64 is accepted, as the standardwebhooks package itself does.
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return (
+            "is not a Standard Webhooks secret: expected whsec_ followed by Base64 (copy it unchanged from "
+            "the Kling console)"
+        )
+    if len(raw) < MIN_WEBHOOK_SECRET_BYTES:
+        return (
+            f"decodes to {len(raw)} bytes; at least {MIN_WEBHOOK_SECRET_BYTES} are needed (copy the whole "
+            "secret from the Kling console)"
+        )
+    return None
 
 
 def default_output_dir() -> Path:
@@ -80,6 +107,10 @@ class Settings(BaseSettings):
     # not fit the 60,000-character share of an answer, so larger values are refused, not ignored.
     preview_size: int = Field(default=512, ge=0, le=512, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    download_allow_private: bool = Field(
+        default=False,
+        description="Let result downloads reach loopback/private addresses (tests, self-hosted mirrors).",
+    )
 
     # --- spending (budget.py) ------------------------------------------------------------------
     max_units_per_day: int | None = Field(
@@ -98,10 +129,46 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(default=None, description="Public base URL, for vendor callbacks.")
     webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret.")
+    callback_allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra URL prefixes callback_url may use (comma-separated)."
+    )
+    mcp_session_idle_seconds: float = Field(
+        default=1800, gt=0, le=7 * 24 * 3600, description="An idle MCP session is closed after this."
+    )
+    mcp_max_sessions: int = Field(
+        default=100, ge=1, le=100_000, description="Open MCP sessions one identity (token) may hold."
+    )
     # Replicas (store/): unset, everything lives in this process. A secret: it may hold a password.
     redis_url: SecretStr | None = Field(default=None, description="redis:// URL of shared state.")
 
-    @field_validator("api_key", "access_key", "secret_key", "webhook_secret", mode="before")
+    # --- OAuth 2.1 sign-in (server/oauth.py) and signed download links (server/links.py) ----------
+    mcp_oauth_audience: str | None = Field(
+        default=None, description="This server's resource id in tokens (default <public_url>/mcp)."
+    )
+    mcp_oauth_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Scopes every OAuth token must carry (space/comma list)."
+    )
+    mcp_oauth_introspection_url: str | None = Field(default=None, description="RFC 7662 endpoint.")
+    mcp_oauth_client_id: str | None = Field(default=None, description="Client id for introspection.")
+    mcp_oauth_client_secret: SecretStr | None = Field(default=None, description="Its client secret.")
+    # Declared after public_url and the audience: its validator reads them to derive the audience.
+    mcp_oauth_issuer: str | None = Field(
+        default=None, description="Authorization server issuer URL; turns OAuth sign-in on."
+    )
+    link_secret: SecretStr | None = Field(default=None, description="Key signing download links.")
+    link_ttl_seconds: int = Field(
+        default=86400, ge=10, le=30 * 86400, description="How long a download link stays valid."
+    )
+
+    @field_validator(
+        "api_key",
+        "access_key",
+        "secret_key",
+        "webhook_secret",
+        "mcp_oauth_client_secret",
+        "link_secret",
+        mode="before",
+    )
     @classmethod
     def _no_placeholders(cls, value: object) -> object:
         if isinstance(value, str):
@@ -112,6 +179,23 @@ class Settings(BaseSettings):
                     "holds a template placeholder, not a real value: replace it with the key itself"
                 )
             return value.strip()
+        return value
+
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = webhook_secret_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("callback_allowed_urls", mode="after")
+    @classmethod
+    def _http_prefixes(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not re.match(r"^https?://[^/\s@]+(/|$)", entry):
+                raise ValueError(f"each entry must be an http(s) URL prefix without user-info, got {entry!r}")
         return value
 
     @field_validator("redis_url", mode="before")
@@ -148,10 +232,42 @@ class Settings(BaseSettings):
             return parts or None
         return value
 
-    @field_validator("mcp_auth_tokens", "mcp_allowed_hosts", mode="before")
+    @field_validator("mcp_auth_tokens", "mcp_allowed_hosts", "callback_allowed_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("mcp_oauth_scopes", mode="before")
+    @classmethod
+    def _split_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in re.split(r"[\s,]+", value) if part]
+        return value
+
+    @field_validator("mcp_oauth_audience", "mcp_oauth_introspection_url", mode="after")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.strip()
+
+    @field_validator("mcp_oauth_issuer", mode="after")
+    @classmethod
+    def _issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Kept exactly as written: clients compare the issuer as a string (RFC 8414 section 3.3).
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.match(r"^https?://[^/\s]+", value) or "?" in value or "#" in value:
+            raise ValueError(f"must be the authorization server's issuer URL (https://...), got {value!r}")
+        if not info.data.get("mcp_oauth_audience") and not info.data.get("public_url"):
+            raise ValueError(
+                "needs the server's own address: set KLING_PUBLIC_URL (the audience is then "
+                "<KLING_PUBLIC_URL>/mcp) or KLING_MCP_OAUTH_AUDIENCE"
+            )
+        return value
 
     @field_validator("output_dir", mode="after")
     @classmethod
@@ -179,6 +295,13 @@ class Settings(BaseSettings):
         return [Path.home(), self.output_dir]
 
     @property
+    def oauth_audience(self) -> str | None:
+        """The resource id OAuth tokens must name (RFC 8707): set, or ``<public_url>/mcp``."""
+        if self.mcp_oauth_issuer is None:
+            return None
+        return self.mcp_oauth_audience or f"{self.public_url}/mcp"
+
+    @property
     def has_credentials(self) -> bool:
         return self.api_key is not None or (self.access_key is not None and self.secret_key is not None)
 
@@ -198,7 +321,9 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret value configured, for redaction filters."""
-        out = [s.get_secret_value() for s in (self.api_key, self.secret_key, self.webhook_secret) if s]
+        secrets = [self.api_key, self.secret_key, self.webhook_secret]
+        secrets += [self.mcp_oauth_client_secret, self.link_secret]
+        out = [s.get_secret_value() for s in secrets if s]
         out += [t.get_secret_value() for t in self.mcp_auth_tokens]
         if self.redis_url is not None:
             from urllib.parse import urlsplit

@@ -21,8 +21,10 @@ from anyio.abc import TaskGroup
 from kling_omni_mcp.account import AccountReader
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time
 from kling_omni_mcp.budget import ConfirmFn, Spending
+from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.keyed_locks import KeyedLocks
+from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import TaskData
@@ -110,6 +112,8 @@ class KlingService:
     ) -> TaskAnswer:
         """Check everything that can be checked locally, then create one task (never two)."""
         client = self.client  # refuse early when there are no credentials
+        if problem := callback_url_problem(params.callback_url, self.settings):
+            raise ServiceError(problem)
         check_before_reading(params)  # cheap mistakes before any file is read
         prepared = await self._prepare_images(params.images)
         callback = f"{self.settings.public_url}/callbacks/kling" if self.settings.public_url else None
@@ -145,7 +149,7 @@ class KlingService:
 
     async def _existing_task(self, external_id: str) -> TaskData | None:
         try:
-            return await self.client.get_task(external_id)
+            return await self.client.find_by_external_id(external_id)
         except KlingTaskNotFoundError:
             return None
 
@@ -215,11 +219,11 @@ class KlingService:
         return TaskListAnswer(page=page, page_size=page_size, simulated=self.simulated, tasks=rows)
 
     # --- callbacks -----------------------------------------------------------------------------
-    def on_callback(self, task: TaskData) -> bool:
+    def on_callback(self, notice: CallbackNotice) -> bool:
         """A vendor callback arrived: wake that task's watcher, here and in every replica (the
         one polling it queries at once). False when no watcher of this process watches it."""
         # Re-query rather than trust the body: a callback may not carry every result image.
-        return self.watchers.wake_everywhere(task.task_id, task.external_task_id)
+        return self.watchers.wake_everywhere(*notice.keys)
 
     # --- answers -------------------------------------------------------------------------------
     async def _answer(self, task: TaskData, *, within: float | None = None, **extra: object) -> TaskAnswer:

@@ -3,7 +3,9 @@
 Each request goes to the next backend in turn (no session affinity; the replicas run
 ``--stateless``); a backend that refuses the connection is skipped for the next one, as a load
 balancer's health checks would. Responses stream through (SSE answers arrive as they are sent).
-``served`` records which backend answered each MCP ``tools/call``.
+``served`` records which backend answered each MCP ``tools/call``. Tool calls take turns among
+themselves (other requests, such as the client's handshake or stream GETs, have their own turn),
+so N tool calls in a row land on N different replicas whatever else the clients send.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class RoundRobinProxy:
 
     def __init__(self, backends: Sequence[str]) -> None:
         self.backends = list(backends)
-        self._turn = itertools.count()
+        self._turns = {True: itertools.count(), False: itertools.count()}
         self.served: list[tuple[str, str | None]] = []
         self._http = httpx2.AsyncClient(timeout=httpx2.Timeout(10, read=120))
 
@@ -43,7 +45,7 @@ class RoundRobinProxy:
         body = await request.body()
         method = _rpc_method(body)
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-        start = next(self._turn)
+        start = next(self._turns[method == "tools/call"])
         for attempt in range(len(self.backends)):
             backend = self.backends[(start + attempt) % len(self.backends)]
             url = f"{backend}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")

@@ -40,8 +40,8 @@ async def _wait(client: Client, task_id: str, seconds: float) -> dict[str, Any]:
 
 
 async def _wait_through_each_replica(cluster: Cluster, task_id: str, seconds: float) -> list[dict[str, Any]]:
-    """One wait per replica, through the proxy: the clients connect one after the other, then
-    call at once, so the three calls take three consecutive turns of the round robin."""
+    """One wait per replica, through the proxy: three tool calls in a row take three turns of
+    the round robin, one per replica."""
     answers: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(cluster.client()) for _ in cluster.replicas]

@@ -13,6 +13,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from kling_omni_mcp import __version__
 from kling_omni_mcp.config import Settings
 from kling_omni_mcp.runtime import open_service
+from kling_omni_mcp.server.studio import register_studio, studio_apps
 from kling_omni_mcp.server.tools import register_tools
 from kling_omni_mcp.service import KlingService
 
@@ -58,8 +59,10 @@ def build_server(settings: Settings, *, slot: ServiceSlot | None = None) -> MCPS
         website_url="https://github.com/kling-omni-mcp/kling-omni-mcp",
         lifespan=lifespan,
         log_level=settings.log_level,
+        extensions=[studio_apps()],
     )
     register_tools(server, settings)
+    register_studio(server)
 
     @server.resource(
         "kling://tasks/{task_id}/images/{index}",

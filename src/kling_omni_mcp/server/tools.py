@@ -39,6 +39,7 @@ from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
 from kling_omni_mcp.server.render import render_answer, render_model
 from kling_omni_mcp.server.schema import compact_registered_schemas
+from kling_omni_mcp.server.studio import STUDIO_TOOL_META
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
 if TYPE_CHECKING:
@@ -135,6 +136,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
             idempotent_hint=False,
             open_world_hint=True,
         ),
+        meta=STUDIO_TOOL_META,
     )
     async def create_image(
         prompt: Annotated[
@@ -224,6 +226,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
         title="Wait for task",
         description=wait_description(settings),
         annotations=_READS_VENDOR,
+        meta=STUDIO_TOOL_META,
     )
     async def wait_for_task(
         task_id: TaskId,
