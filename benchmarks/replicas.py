@@ -11,7 +11,7 @@ one clock across processes on Linux), and each replica's peak RSS.
 ``one_process_rows`` is the scale section's largest case: one process (no Redis) holding
 10,000 waits over 1,000 tasks (10 per task).
 
-Run a child by hand: ``python -m benchmarks.replicas --child SPEC_JSON``.
+Run a child by hand: ``python -m benchmarks.replicas --child SPEC_FILE`` (JSON).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class Setup:
     waits: int
     duration: float
     start_delay: float = _START_DELAY["full"]
+    #: ``KLING_PREVIEW_SIZE`` of the replicas (None: the default); 0 leaves previews out.
+    preview_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
         input_dirs=[Path(spec["out_dir"])],
         redis_url=SecretStr(spec["redis_url"]) if spec["redis_url"] else None,
         log_level="WARNING",
+        **({"preview_size": spec["preview_size"]} if spec.get("preview_size") is not None else {}),
     )
     arrivals: dict[str, float] = {}
     failures: list[str] = []
@@ -110,8 +113,8 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_main(argv: list[str]) -> int:
-    """``--child SPEC_JSON``: wait on the given tasks, print the result as JSON."""
-    result = anyio.run(_child, json.loads(argv[0]))
+    """``--child SPEC_FILE``: wait on the tasks the JSON file lists, print the result as JSON."""
+    result = anyio.run(_child, json.loads(Path(argv[0]).read_text(encoding="utf-8")))
     print(json.dumps(result))
     return 0
 
@@ -189,8 +192,12 @@ async def measure(setup: Setup, redis_url: str | None) -> Measured:
                 "task_ids": shares[n],
                 "start_at": start_at,
                 "budget": setup.duration + 120,
+                "preview_size": setup.preview_size,
             }
-            command = [PYTHON, "-m", "benchmarks.replicas", "--child", json.dumps(spec)]
+            # A file, not an argument: 10,000 task ids pass the command line's length limit.
+            spec_file = env.folder / f"replica-{n}.json"
+            spec_file.write_text(json.dumps(spec), encoding="utf-8")
+            command = [PYTHON, "-m", "benchmarks.replicas", "--child", str(spec_file)]
             with anyio.fail_after(setup.duration + setup.start_delay + 300):
                 done = await anyio.run_process(command, cwd=ROOT, env=child_env(env.folder), check=False)
             if done.returncode != 0:
@@ -287,4 +294,4 @@ async def one_process_rows(mode: Mode, one_wait_rss_mb: float) -> list[Row]:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         sys.exit(child_main(sys.argv[2:]))
-    sys.exit("usage: python -m benchmarks.replicas --child SPEC_JSON")
+    sys.exit("usage: python -m benchmarks.replicas --child SPEC_FILE")
