@@ -15,8 +15,7 @@ from typing import Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from kling_omni_mcp.ledger import Ledger, Reservation
@@ -27,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: A day's hash outlives the day by a month (the file ledger keeps 31 days too).
 LEDGER_TTL_SECONDS = 32 * 24 * 3600
-_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Unreachable, too slow or refusing: count in the file meanwhile.
+_DOWN_ERRORS = (RedisError, OSError)
 
 # KEYS[1] the day's hash; ARGV: create key, units, ceiling (-1: none), ttl seconds.
 _RESERVE = """

@@ -38,9 +38,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import LockError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import LockError, RedisError
 
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.ledger import Ledger
@@ -63,8 +61,9 @@ SAVE_LOCK_SECONDS = 300.0
 #: How long another replica waits for a running save before saving on its own.
 SAVE_WAIT_SECONDS = 120.0
 _PROBE_FIRST, _PROBE_MAX = 0.5, 5.0
-#: Errors that mean "Redis is unreachable", as opposed to a refused command.
-_DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Errors after which this process stops relying on Redis until the probe reaches it again:
+#: unreachable, too slow, or refusing commands (out of memory, a read-only replica...).
+_DOWN_ERRORS = (RedisError, OSError)
 
 
 def _key(kind: str, ident: str) -> str:
@@ -152,11 +151,11 @@ class RedisStore:
                 await anyio.sleep(pause)
                 try:
                     await self._redis.ping()
-                except _DOWN_ERRORS:
+                    # Connections opened before the outage are dead: start afresh.
+                    await self._redis.connection_pool.disconnect()
+                except Exception:  # still down (or the client failed oddly): try again later
                     pause = min(_PROBE_MAX, pause * 2)
                     continue
-                # Connections opened before the outage are dead: start afresh.
-                await self._redis.connection_pool.disconnect()
                 logger.warning("Redis is reachable again: sharing task state with the other replicas")
                 self._up = True
                 self._gone = anyio.Event()
@@ -174,6 +173,11 @@ class RedisStore:
                         if message is not None and message.get("type") == "pmessage":
                             self._dispatch(message["data"])
             except _DOWN_ERRORS as exc:
+                self._down(exc)
+                await anyio.sleep(_PROBE_FIRST)
+            except Exception as exc:
+                # Whatever the client library raises, this replica keeps serving (polling alone).
+                logger.exception("Listening for other replicas' events failed")
                 self._down(exc)
                 await anyio.sleep(_PROBE_FIRST)
 
