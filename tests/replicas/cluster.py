@@ -63,6 +63,12 @@ class Replica:
             return body
 
 
+def mcp_client(base: str) -> Client:
+    """An MCP client (stateless-friendly legacy handshake) for the server at ``base``."""
+    http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120))
+    return Client(streamable_http_client(f"{base}/mcp", http_client=http), mode="legacy")
+
+
 @dataclass
 class Cluster:
     replicas: list[Replica]
@@ -73,8 +79,7 @@ class Cluster:
 
     def client(self, base: str | None = None) -> Client:
         """An MCP client through the proxy (or straight to ``base``)."""
-        http = httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=120))
-        return Client(streamable_http_client(f"{base or self.url}/mcp", http_client=http), mode="legacy")
+        return mcp_client(base or self.url)
 
     def holder_of(self, token: str) -> Replica:
         """The replica whose pid names a lease token (``host-pid-…:…``)."""
