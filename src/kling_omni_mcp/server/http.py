@@ -182,7 +182,8 @@ def _callback_task(body: bytes) -> TaskData | None:
 def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bool = False) -> Starlette:
     """The whole HTTP application (no socket is opened here)."""
     slot = ServiceSlot()
-    server = build_server(settings, slot=slot)
+    signer = build_link_signer(settings)
+    server = build_server(settings, slot=slot, remote=True, links=signer)
     mcp_app = server.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=stateless,
@@ -190,7 +191,6 @@ def build_http_app(settings: Settings, *, host: str = "127.0.0.1", stateless: bo
         host=host,
     )
     sign_in = build_sign_in(mcp_app, settings)
-    signer = build_link_signer(settings)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     async def healthz(_request: Request) -> Response:
