@@ -14,7 +14,9 @@ __all__ = ["KLING_IMAGE_URI", "local_path_refusal", "looks_like_local_path", "pa
 
 #: The resource URI of a saved image (server/app.py registers the same template).
 KLING_IMAGE_URI = "kling://tasks/{task_id}/images/{index}"
-_KLING_URI = re.compile(r"^kling://tasks/(?P<task_id>[A-Za-z0-9._:-]{1,128})/images/(?P<index>\d{1,4})$")
+_KLING_URI = re.compile(
+    r"^kling://tasks/(?P<task_id>[A-Za-z0-9][A-Za-z0-9._:-]{0,127})/images/(?P<index>\d{1,4})$"
+)
 _REMOTE_FORMS = ("http://", "https://", "data:", "kling:")
 _BASE64ISH = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 #: Shorter strings without spaces could be file names such as "cat" as easily as Base64.

@@ -191,7 +191,10 @@ class KlingService:
                 "of one of your finished tasks (list_tasks shows them), or send the image itself."
             )
         prepare = functools.partial(prepare_image_input, str(path), allowed_dirs=[self.store.root])
-        prepared = await anyio.to_thread.run_sync(prepare)
+        try:
+            prepared = await anyio.to_thread.run_sync(prepare)
+        except MediaError as exc:  # name the reference, never the server's path
+            raise ServiceError(f"{label}: {str(exc).replace(str(path), value.strip())}") from None
         return dataclasses.replace(prepared, source=value.strip())
 
     # --- ownership -----------------------------------------------------------------------------
