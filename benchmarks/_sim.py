@@ -50,6 +50,7 @@ def make_settings(env: SimEnv, **overrides: Any) -> Settings:
         "input_dirs": [env.folder],
         "http_timeout": 30,
         "log_level": "WARNING",
+        "download_allow_private": True,  # the simulator serves its results on loopback
     }
     values.update(overrides)
     return Settings(**values)

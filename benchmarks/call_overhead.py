@@ -113,6 +113,7 @@ async def run(mode: Mode) -> list[Row]:
                     env.folder,
                     KLING_API_KEY=TEST_KEY,
                     KLING_API_BASE_URL=env.base_url,
+                    KLING_DOWNLOAD_ALLOW_PRIVATE="true",
                     KLING_OUTPUT_DIR=str(settings.output_dir),
                     KLING_LOG_LEVEL="WARNING",
                 ),

@@ -75,6 +75,7 @@ async def _child(size: int, base_url: str, out_dir: Path, duration: float) -> di
         output_dir=out_dir,
         input_dirs=[out_dir],
         log_level="WARNING",
+        download_allow_private=True,  # the simulator serves its results on loopback
     )
     async with Client(build_server(settings)) as client:
         idle_kb = proc_status_kb("VmRSS")

@@ -39,8 +39,11 @@ async def serve_asgi(
     host: str = "127.0.0.1",
     port: int = 0,
     log_level: str = "warning",
+    **uvicorn_options: Any,
 ) -> AsyncIterator[str]:
     """Run ``app`` on ``host:port`` (0 picks a free port) and yield its base URL.
+
+    ``uvicorn_options`` go to ``uvicorn.Config`` (e.g. the HTTP transport's limits).
 
     The socket is bound before uvicorn starts, so the port is known and nothing races for it.
     On exit the server is asked to stop, then forced after a few seconds.
@@ -66,6 +69,7 @@ async def serve_asgi(
         lifespan="auto",
         timeout_graceful_shutdown=2,
         log_config=None,
+        **uvicorn_options,
     )
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{bound_port}")

@@ -71,7 +71,9 @@ class TaskAnswer(BaseModel):
             updated_at=iso_time(task.updated_at),
             images=[ImageInfo(index=img.index, url=img.url) for img in task.result_images],
         )
-        return answer.model_copy(update=extra)
+        answer = answer.model_copy(update=extra)
+        notes = task.vendor_notes  # what the vendor sent that could not be used as is
+        return answer.model_copy(update={"notes": [*notes, *answer.notes]}) if notes else answer
 
     def failure_note(self) -> str:
         """For a failed task: the vendor's reason and what to try instead."""
@@ -121,9 +123,9 @@ class TaskSummary(BaseModel):
     status: Status
     created_at: str | None = None
     image_count: int = 0
-    saved: list[int] = Field(default_factory=list)  # indices of the images saved here
-    paths: list[str] = Field(default_factory=list)  # stdio only
-    links: list[str] = Field(default_factory=list)  # HTTP only: where to get the saved images
+    paths: list[str] = Field(default_factory=list)  # stdio only: the saved files
+    # The saved images: kling:// resource URIs (signed download links over HTTP with a public URL).
+    links: list[str] = Field(default_factory=list)
 
 
 class TaskListAnswer(BaseModel):
@@ -140,7 +142,7 @@ class TaskListAnswer(BaseModel):
             return f"{tag}No tasks on page {self.page}."
         lines = [f"{tag}{len(self.tasks)} task(s) on page {self.page}:"]
         for t in self.tasks:
-            count = len(t.saved or t.paths)
+            count = len(t.links or t.paths)
             saved = f", {count} saved" if count else ""
             lines.append(f"  {t.task_id} {t.status}, {t.image_count} image(s){saved}")
         return "\n".join(lines)

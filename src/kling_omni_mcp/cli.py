@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve MCP (the default)")
     sub.add_parser("demo", help="run a real MCP client against the simulated server and show the result")
     sub.add_parser("doctor", help="check settings, credentials and the output folder")
-    sim = sub.add_parser("simulator", help="serve the Kling API simulator over HTTP")
+    sim = sub.add_parser(
+        "simulator",
+        help="serve the Kling API simulator over HTTP",
+        description="Credentials may come from the environment instead of flags (flags show in ps): "
+        f"{', '.join(_SIM_ENV.values())} (API keys comma-separated).",
+    )
     sim.add_argument("--host", dest="sim_host", default="127.0.0.1")
     sim.add_argument("--port", dest="sim_port", type=int, default=8765)
     sim.add_argument("--api-key", action="append", default=[], help="accepted API key (repeatable)")
@@ -120,7 +126,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+#: Environment variables the simulator command reads when the matching flag is not given.
+_SIM_ENV = {
+    "api_key": "KLING_SIM_API_KEYS",
+    "access_key": "KLING_SIM_ACCESS_KEY",
+    "secret_key": "KLING_SIM_SECRET_KEY",
+    "webhook_secret": "KLING_SIM_WEBHOOK_SECRET",
+}
+
+
+def _simulator_env(args: argparse.Namespace) -> None:
+    """Fill unset credential flags from the environment (kept out of ``ps``)."""
+    for name, variable in _SIM_ENV.items():
+        value = os.environ.get(variable, "").strip()
+        if not value or getattr(args, name):
+            continue
+        if name == "api_key":
+            args.api_key = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            setattr(args, name, value)
+
+
 def _run_simulator(args: argparse.Namespace) -> int:
+    _simulator_env(args)
     configure_logging("INFO", [s for s in (*args.api_key, args.secret_key, args.webhook_secret) if s])
     if bool(args.access_key) != bool(args.secret_key):
         logger.error("--access-key and --secret-key go together: give both or neither.")

@@ -21,6 +21,7 @@ __all__ = [
     "SettingsError",
     "default_output_dir",
     "load_settings",
+    "webhook_secret_problem",
 ]
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
@@ -33,6 +34,32 @@ _TEMPLATE = re.compile(r"^\s*(\$\{[^}]*\}|\{\{[^}]*\}\}|<[^>]*>|\$[A-Z_][A-Z0-9_
 
 class SettingsError(ValueError):
     """A setting has a value that cannot work; the message names the variable and the fix."""
+
+
+#: Standard Webhooks secrets are 24 to 64 random bytes; fewer is guessable.
+MIN_WEBHOOK_SECRET_BYTES = 24
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """None for a usable ``whsec_<base64>`` secret; otherwise what is wrong (never the secret)."""
+    import base64
+    import binascii
+
+    encoded = secret.removeprefix("whsec_")
+    try:
+        # Unpadded Base64 is accepted, as the standardwebhooks package itself does.
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return (
+            "is not a Standard Webhooks secret: expected whsec_ followed by Base64 (copy it unchanged from "
+            "the Kling console)"
+        )
+    if len(raw) < MIN_WEBHOOK_SECRET_BYTES:
+        return (
+            f"decodes to {len(raw)} bytes; at least {MIN_WEBHOOK_SECRET_BYTES} are needed (copy the whole "
+            "secret from the Kling console)"
+        )
+    return None
 
 
 def default_output_dir() -> Path:
@@ -80,6 +107,10 @@ class Settings(BaseSettings):
     # not fit the 60,000-character share of an answer, so larger values are refused, not ignored.
     preview_size: int = Field(default=512, ge=0, le=512, description="Longest side of inline previews.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    download_allow_private: bool = Field(
+        default=False,
+        description="Let result downloads reach loopback/private addresses (tests, self-hosted mirrors).",
+    )
 
     # --- spending (budget.py) ------------------------------------------------------------------
     max_units_per_day: int | None = Field(
@@ -98,6 +129,15 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(default=None, description="Public base URL, for vendor callbacks.")
     webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret.")
+    callback_allowed_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra URL prefixes callback_url may use (comma-separated)."
+    )
+    mcp_session_idle_seconds: float = Field(
+        default=1800, gt=0, le=7 * 24 * 3600, description="An idle MCP session is closed after this."
+    )
+    mcp_max_sessions: int = Field(
+        default=100, ge=1, le=100_000, description="Open MCP sessions one identity (token) may hold."
+    )
 
     # --- OAuth 2.1 sign-in (server/oauth.py) and signed download links (server/links.py) ----------
     mcp_oauth_audience: str | None = Field(
@@ -142,6 +182,23 @@ class Settings(BaseSettings):
             return value.strip()
         return value
 
+    @field_validator("webhook_secret", mode="after")
+    @classmethod
+    def _webhook_secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = webhook_secret_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("callback_allowed_urls", mode="after")
+    @classmethod
+    def _http_prefixes(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not re.match(r"^https?://[^/\s@]+(/|$)", entry):
+                raise ValueError(f"each entry must be an http(s) URL prefix without user-info, got {entry!r}")
+        return value
+
     @field_validator("max_units_per_day", "confirm_above_units", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -163,7 +220,7 @@ class Settings(BaseSettings):
             return parts or None
         return value
 
-    @field_validator("mcp_auth_tokens", "mcp_allowed_hosts", mode="before")
+    @field_validator("mcp_auth_tokens", "mcp_allowed_hosts", "callback_allowed_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         return _split_list(value)

@@ -2,6 +2,10 @@
 
 Defence in depth: no code path is meant to log a key, but a vendor message, an exception text
 or a third-party library might echo one. The filter rewrites the record before any handler sees it.
+
+It also keeps one record on one line: control characters in the message (a newline in a
+vendor's text or a caller's argument) are written as escapes, so an untrusted value can never
+forge a log line of its own. Only an attached traceback keeps its line breaks.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-__all__ = ["RedactingFilter", "redact"]
+__all__ = ["RedactingFilter", "escape_controls", "redact"]
 
 MASK = "[redacted]"
 
@@ -30,6 +34,14 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return _PATTERNS[1].sub(MASK, text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: each control character written as an escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class RedactingFilter(logging.Filter):
     """Masks secrets in a record's final message (arguments included) and its exception text."""
 
@@ -39,7 +51,7 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message, self._secrets)
+        cleaned = escape_controls(redact(message, self._secrets))
         if record.exc_info and record.exc_info[1] is not None:
             formatted = logging.Formatter().formatException(record.exc_info)
             cleaned_exc = redact(formatted, self._secrets)

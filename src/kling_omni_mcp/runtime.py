@@ -8,7 +8,13 @@ simulator on a loopback port. The MCP lifespan, the CLI's ``doctor`` and the tes
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
+import os
+import secrets
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,6 +22,7 @@ from typing import Any
 from urllib.request import getproxies
 
 import anyio
+import anyio.to_thread
 import httpx2
 
 from kling_omni_mcp.budget import Spending
@@ -24,15 +31,25 @@ from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth
 from kling_omni_mcp.kling.client import DEFAULT_USER_AGENT, KlingClient
 from kling_omni_mcp.kling.errors import KlingConfigError
 from kling_omni_mcp.ledger import FileLedger
-from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
 
-__all__ = ["auth_from_settings", "open_service", "result_root"]
+__all__ = ["auth_from_settings", "open_service", "result_root", "simulator_webhook_secret"]
 
 logger = logging.getLogger(__name__)
 
 #: The simulator accepts any bearer token when it has no keys configured.
 _SIMULATOR_TOKEN = "simulated-no-account"  # noqa: S105 - not a secret: the simulator accepts any
+
+
+@functools.cache
+def simulator_webhook_secret() -> str:
+    """The embedded simulator's own webhook secret, made once per process.
+
+    The simulator must never sign with the real KLING_WEBHOOK_SECRET: a callback_url it was
+    given would otherwise receive deliveries any real endpoint of the user's would accept.
+    """
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def auth_from_settings(settings: Settings) -> Auth:
@@ -76,6 +93,24 @@ class _LazyTransport(httpx2.AsyncBaseTransport):
             await self._transport.aclose()
 
 
+async def _remove_partials_on_sigterm() -> None:
+    """On SIGTERM, delete the partial downloads of this process, then terminate as before.
+
+    Without this, SIGTERM kills the process before any ``finally`` runs and the temp files stay
+    until the next start. The signal is delivered again once the receiver is gone, so the
+    process ends the way it would have (or the host program's own handler runs).
+    """
+    received = False
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            received = True
+            removed = remove_live_partials()
+            logger.info("SIGTERM: removed %d partial download(s); stopping", removed)
+            break
+    if received:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
     """Everything the tools need, opened in order and closed in reverse."""
@@ -99,10 +134,10 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             # Imported here: the simulator (and Pillow) cost start-up time only when used.
             from kling_omni_mcp.simulator import Simulator, SimulatorConfig, running_simulator
 
-            # The embedded simulator signs its callbacks with our own webhook secret, so the
-            # HTTP transport's callback route can be tried end to end in simulate mode too.
-            secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration, webhook_secret=secret))
+            # The simulator signs with a secret of its own, which the HTTP callback route accepts
+            # in simulate mode, so callbacks can be tried end to end without the real secret.
+            own_secret = simulator_webhook_secret()
+            simulator = Simulator(SimulatorConfig(duration=settings.sim_duration, webhook_secret=own_secret))
             base_url = await stack.enter_async_context(running_simulator(simulator))
             logger.info("Simulate mode: the embedded Kling simulator is serving on %s", base_url)
             client = KlingClient(
@@ -114,7 +149,11 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
             )
         else:
             logger.warning("%s", settings.credentials_problem())
-        store = ResultStore(result_root(settings))
+        store = ResultStore(
+            result_root(settings), allow_private=settings.simulate or settings.download_allow_private
+        )
+        # Partial files of a process killed mid-download (SIGKILL, power loss) go at the next start.
+        await anyio.to_thread.run_sync(store.sweep_orphaned_partials)
         spending = Spending(
             FileLedger(result_root(settings)),
             max_units_per_day=settings.max_units_per_day,
@@ -125,6 +164,12 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
         )
         async with anyio.create_task_group() as task_group:
             service.attach(task_group)
+            if (
+                hasattr(signal, "SIGTERM")
+                and os.name == "posix"
+                and threading.current_thread() is threading.main_thread()
+            ):
+                task_group.start_soon(_remove_partials_on_sigterm)
             try:
                 yield service
             finally:

@@ -22,9 +22,16 @@ from anyio.abc import TaskGroup
 from kling_omni_mcp.account import AccountReader
 from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_time
 from kling_omni_mcp.budget import ConfirmFn, Spending
+from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.input_refs import local_path_refusal, looks_like_local_path, parse_image_uri
+from kling_omni_mcp.input_refs import (
+    KLING_IMAGE_URI,
+    local_path_refusal,
+    looks_like_local_path,
+    parse_image_uri,
+)
 from kling_omni_mcp.keyed_locks import KeyedLocks
+from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import TaskData
@@ -108,6 +115,8 @@ class KlingService:
     ) -> TaskAnswer:
         """Check everything that can be checked locally, then create one task (never two)."""
         client = self.client  # refuse early when there are no credentials
+        if problem := callback_url_problem(params.callback_url, self.settings):
+            raise ServiceError(problem)
         check_before_reading(params)  # cheap mistakes before any file is read
         prepared = await self._prepare_images(params.images, caller)
         callback = f"{self.settings.public_url}/callbacks/kling" if self.settings.public_url else None
@@ -149,7 +158,7 @@ class KlingService:
 
     async def _existing_task(self, external_id: str) -> TaskData | None:
         try:
-            return await self.client.get_task(external_id)
+            return await self.client.find_by_external_id(external_id)
         except KlingTaskNotFoundError:
             return None
 
@@ -288,7 +297,10 @@ class KlingService:
                     status=task.plain_status,
                     created_at=iso_time(task.created_at),
                     image_count=len(task.result_images),
-                    saved=await self._saved_indices(task),
+                    links=[
+                        KLING_IMAGE_URI.format(task_id=task.task_id, index=i)
+                        for i in await self._saved_indices(task)
+                    ],
                     paths=paths,
                 )
             )
@@ -302,9 +314,9 @@ class KlingService:
         return await anyio.to_thread.run_sync(find)
 
     # --- callbacks -----------------------------------------------------------------------------
-    def on_callback(self, task: TaskData) -> bool:
+    def on_callback(self, notice: CallbackNotice) -> bool:
         """A vendor callback arrived: wake that task's watcher. False when nobody watches it."""
-        watcher = self.watchers.find(task.task_id, task.external_task_id)
+        watcher = self.watchers.find(*notice.keys)
         if watcher is None:
             return False
         # Re-query rather than trust the body: a callback may not carry every result image.

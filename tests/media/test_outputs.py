@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -94,7 +95,7 @@ async def test_a_png_is_saved_under_the_task_id_and_index(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     srv, base = server
-    store = ResultStore(tmp_path / "out")
+    store = ResultStore(tmp_path / "out", allow_private=True)
     saved = await store.save_image(http, f"{base}/img.png", TASK, 0)
     body = srv.files["/img.png"][2]
     assert saved.path == (tmp_path / "out").resolve() / TASK / f"{TASK}_0.png"
@@ -123,7 +124,7 @@ async def test_temp_files_left_by_a_killed_process_are_swept(
         leftover.write_bytes(b"\x89PNG half")
     old = time.time() - STALE_PARTIAL_SECONDS - 60
     os.utime(stale, (old, old))
-    await ResultStore(tmp_path / "out").save_image(http, f"{base}/img.png", TASK, 2)
+    await ResultStore(tmp_path / "out", allow_private=True).save_image(http, f"{base}/img.png", TASK, 2)
     assert not stale.exists()
     assert fresh.exists()
 
@@ -133,7 +134,7 @@ async def test_the_extension_comes_from_the_bytes(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     _srv, base = server
-    saved = await ResultStore(tmp_path).save_image(http, f"{base}/photo.jpg", TASK, 3)
+    saved = await ResultStore(tmp_path, allow_private=True).save_image(http, f"{base}/photo.jpg", TASK, 3)
     assert saved.path.name == f"{TASK}_3.jpg" and saved.mime_type == "image/jpeg"
 
 
@@ -142,7 +143,7 @@ async def test_a_second_save_does_not_download_again(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     srv, base = server
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     first = await store.save_image(http, f"{base}/img.png", TASK, 1)
     second = await store.save_image(http, f"{base}/img.png", TASK, 1)
     assert srv.hits["/img.png"] == 1
@@ -155,7 +156,7 @@ async def test_normal_redirects_are_followed(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     srv, base = server
-    saved = await ResultStore(tmp_path).save_image(http, f"{base}/moved", TASK, 0)
+    saved = await ResultStore(tmp_path, allow_private=True).save_image(http, f"{base}/moved", TASK, 0)
     assert saved.path.read_bytes() == srv.files["/img.png"][2]
 
 
@@ -182,7 +183,7 @@ async def test_failed_downloads_raise_and_leave_nothing_behind(
     kwargs: dict[str, float],
 ) -> None:
     _srv, base = server
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     with pytest.raises(OutputError) as info:
         await store.save_image(http, f"{base}{path}?token=SECRET", TASK, 0, **kwargs)
     assert fragment in str(info.value)
@@ -195,7 +196,7 @@ async def test_failed_downloads_raise_and_leave_nothing_behind(
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "http://[::1/a.png"])
 async def test_a_non_http_url_is_refused(tmp_path: Path, http: httpx2.AsyncClient, url: str) -> None:
     with pytest.raises(OutputError, match="not an http"):
-        await ResultStore(tmp_path).save_image(http, url, TASK, 0)
+        await ResultStore(tmp_path, allow_private=True).save_image(http, url, TASK, 0)
     assert _all_files(tmp_path) == []
 
 
@@ -204,7 +205,7 @@ async def test_a_different_file_at_the_final_name_is_kept(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     srv, base = server
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     final = store.image_path(TASK, 0)
     old = srv.files["/other.png"][2]
 
@@ -226,7 +227,7 @@ async def test_the_same_file_at_the_final_name_is_reused(
     tmp_path: Path, server: tuple[Server, str], http: httpx2.AsyncClient
 ) -> None:
     srv, base = server
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     final = store.image_path(TASK, 0)
 
     def same_content_arrives() -> None:
@@ -240,10 +241,12 @@ async def test_the_same_file_at_the_final_name_is_reused(
 
 
 def test_names_come_from_the_task_id_only_and_stay_inside(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     path = store.image_path("../../etc/evil task", 2)
     assert path.resolve().is_relative_to(tmp_path.resolve())
-    assert path.name == "_.._etc_evil_task_2.png"
+    # Not a plain id: a readable part plus a hash of the exact id (tests/reliability/test_hostile_vendor.py).
+    assert re.fullmatch(r"etc_evil_task\.[0-9a-f]{16}_2\.png", path.name), path.name
+    assert path.parent.name == path.name.removesuffix("_2.png")
     with pytest.raises(OutputError, match="index"):
         store.image_path(TASK, -1)
 
@@ -251,7 +254,7 @@ def test_names_come_from_the_task_id_only_and_stay_inside(tmp_path: Path) -> Non
 def test_an_unusable_output_folder_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    store = ResultStore(blocker / "out")
+    store = ResultStore(blocker / "out", allow_private=True)
     with pytest.raises(OutputError, match=r"Cannot create the output folder .*KLING_OUTPUT_DIR"):
         store.write_sidecar(TASK, {"a": 1})
 
@@ -260,7 +263,7 @@ def test_an_unusable_output_folder_is_reported(tmp_path: Path) -> None:
 
 
 def test_sidecar_round_trip(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path / "out")
+    store = ResultStore(tmp_path / "out", allow_private=True)
     data = {
         "task_id": TASK,
         "prompt": "a cat, <<<image_1>>> style — ünïcode",
@@ -292,7 +295,7 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
 def test_a_corrupt_sidecar_reads_as_none_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str | bytes, logged: str
 ) -> None:
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     path = store.sidecar_path(TASK)
     path.parent.mkdir(parents=True)
     if isinstance(content, bytes):
@@ -305,11 +308,11 @@ def test_a_corrupt_sidecar_reads_as_none_with_a_warning(
 
 
 def test_a_missing_sidecar_reads_as_none(tmp_path: Path) -> None:
-    assert ResultStore(tmp_path).read_sidecar(TASK) is None
+    assert ResultStore(tmp_path, allow_private=True).read_sidecar(TASK) is None
 
 
 def test_find_saved_images_sorts_by_index_and_skips_the_rest(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path)
+    store = ResultStore(tmp_path, allow_private=True)
     folder = store.task_dir(TASK)
     folder.mkdir(parents=True)
     names = [f"{TASK}_10.png", f"{TASK}_2.jpg", f"{TASK}_0-2.png", f"{TASK}_0.png", f"{TASK}.json"]

@@ -143,6 +143,7 @@ async def test_a_server_killed_mid_download_loses_nothing(
             "HOME": str(tmp_path / "home"),
             "KLING_API_KEY": TEST_API_KEY,
             "KLING_API_BASE_URL": base_url,
+            "KLING_DOWNLOAD_ALLOW_PRIVATE": "true",
             "KLING_OUTPUT_DIR": str(settings.output_dir),
             "KLING_POLL_INITIAL_SECONDS": "0.1",
         }
@@ -180,7 +181,7 @@ async def test_a_server_killed_mid_download_loses_nothing(
         folder = settings.output_dir / task_id
         # Only the create's sidecar and the hidden, unfinished download: nothing under a final name.
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [f"{task_id}.json"]
-        assert ResultStore(settings.output_dir).find_saved_images(task_id) == []
+        assert ResultStore(settings.output_dir, allow_private=True).find_saved_images(task_id) == []
 
         sim.slow_results.slow = False
         async with mcp_session(settings) as client:
@@ -192,8 +193,8 @@ async def test_a_server_killed_mid_download_loses_nothing(
             assert saved.read_bytes() == await sim.render(sim.tasks[task_id], 0, watermark=False)
             sidecar = sidecar_of(settings, task_id)
             assert sidecar["prompt"] == "Killed midway" and sidecar["images"][0]["path"] == str(saved)
-        # What a SIGKILL can leave: the hidden partial of the killed process, ignored by everyone.
-        assert all(p.name.startswith(".") for p in leftovers(settings.output_dir))
+        # What a SIGKILL left (the partial of the killed process) is swept at the next start.
+        assert leftovers(settings.output_dir) == []
 
 
 # --- sidecars are never half-written ----------------------------------------------------------------
@@ -257,7 +258,7 @@ import sys
 from pathlib import Path
 from kling_omni_mcp.media.outputs import ResultStore
 
-store = ResultStore(Path(sys.argv[1]))
+store = ResultStore(Path(sys.argv[1]), allow_private=True)
 version = 0
 while True:
     store.write_sidecar("task-1", {"version": version, "blob": str(version % 10) * 6_000_000, "end": version})
@@ -281,7 +282,7 @@ def _stop_inside_a_write(proc: subprocess.Popen[str], folder: Path) -> bool:
 def test_a_writer_killed_mid_write_never_leaves_a_half_sidecar(tmp_path: Path) -> None:
     """SIGKILL a process that rewrites a 6 MB sidecar in a loop, frozen half-way through a write
     (and, for good measure, at random moments): the sidecar is always one whole version."""
-    store = ResultStore(tmp_path / "out")
+    store = ResultStore(tmp_path / "out", allow_private=True)
     folder = tmp_path / "out" / "task-1"
     rng = random.Random(20261125)
     for round_ in range(6):

@@ -208,6 +208,7 @@ async def _running(root: Path) -> AsyncIterator[tuple[Client, Simulator, Setting
             poll_initial_seconds=0.05,
             poll_max_seconds=0.05,
             http_timeout=10,
+            download_allow_private=True,
         )
         async with Client(build_server(app_settings)) as client:
             yield client, sim, app_settings, files

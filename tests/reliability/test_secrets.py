@@ -292,6 +292,7 @@ async def test_stdio_subprocess_stderr_leaks_nothing(tmp_path: Path, workdir: Pa
             "KLING_MCP_AUTH_TOKENS": ",".join(AUTH_TOKENS),
             "KLING_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "KLING_API_BASE_URL": base_url,
+            "KLING_DOWNLOAD_ALLOW_PRIVATE": "true",
             "KLING_OUTPUT_DIR": str(out),
             "KLING_INPUT_DIRS": os.pathsep.join([str(workdir), str(out)]),
             "KLING_POLL_INITIAL_SECONDS": "0.1",

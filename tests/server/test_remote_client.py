@@ -80,7 +80,7 @@ async def test_remote_client_gets_links_chains_results_and_users_are_kept_apart(
 
             listed = await alice.call_tool("list_tasks", {})
             [row] = structured(listed)["tasks"]
-            assert row["task_id"] == task_id and row["paths"] == [] and row["saved"] == [0]
+            assert row["task_id"] == task_id and row["paths"] == [] and len(row["links"]) == 1
             assert row["links"][0].startswith(f"{public}/files/{task_id}/0?")
             assert str(settings.output_dir) not in whole_answer(listed)
 

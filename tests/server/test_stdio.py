@@ -28,6 +28,7 @@ async def test_stdio_against_simulator(simulator: SimHandle, tmp_path: Path, wor
         "HOME": str(tmp_path / "home"),
         "KLING_API_KEY": TEST_API_KEY,
         "KLING_API_BASE_URL": simulator.base_url,
+        "KLING_DOWNLOAD_ALLOW_PRIVATE": "true",
         "KLING_OUTPUT_DIR": str(tmp_path / "out"),
         "KLING_INPUT_DIRS": os.pathsep.join([str(workdir), str(tmp_path / "out")]),
         "KLING_POLL_INITIAL_SECONDS": "0.2",

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 
 from kling_omni_mcp.config import Settings
-from kling_omni_mcp.kling.models import TaskData, TaskInfo
+from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.server.app import ServiceSlot, build_server
 from tests.conftest import SimHandle, sim_with, text_of
 
@@ -105,13 +105,11 @@ async def test_a_callback_naming_the_other_id_wakes_the_wait(
             assert service is not None
             # The callback names only the id the waiter did NOT use.
             if wait_by == "task_id":
-                body = TaskData(
-                    task_id="unrelated",
-                    task_status="succeed",
-                    task_info=TaskInfo(external_task_id="wake-ext-1"),
+                body = CallbackNotice(
+                    task_id="unrelated", external_id="wake-ext-1", status="succeed", final=True
                 )
             else:
-                body = TaskData(task_id=task_id, task_status="succeed")
+                body = CallbackNotice(task_id=task_id, external_id=None, status="succeed", final=True)
             assert service.on_callback(body) is True
         assert time.monotonic() - began < 10
     [answer] = result

@@ -57,6 +57,10 @@ class Auth(ABC):
         """
         return False
 
+    def secrets(self) -> list[str]:
+        """Every credential string this auth sends or signs with: masked in all vendor text."""
+        return []
+
     @property
     @abstractmethod
     def kind(self) -> str:
@@ -76,6 +80,10 @@ class ApiKeyAuth(Auth):
     def authorization(self) -> str:
         """``Bearer <API_KEY>``."""
         return f"Bearer {self._api_key}"
+
+    def secrets(self) -> list[str]:
+        """The API key."""
+        return [self._api_key]
 
     @property
     def kind(self) -> str:
@@ -121,6 +129,10 @@ class JwtAuth(Auth):
         if self._token is None or self._expires_at - now < JWT_RENEW_MARGIN:
             self._token, self._expires_at = self._sign(now)
         return f"Bearer {self._token}"
+
+    def secrets(self) -> list[str]:
+        """The access key, the secret key and the token currently in use."""
+        return [v for v in (self._access_key, self._secret_key, self._token) if v]
 
     def invalidate(self) -> bool:
         """Forget the cached token so the next request carries a freshly signed one."""

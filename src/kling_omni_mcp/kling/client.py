@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from kling_omni_mcp import __version__
 from kling_omni_mcp.kling.account import ACCOUNT_COSTS_PATH, AccountCosts
 from kling_omni_mcp.kling.auth import Auth
+from kling_omni_mcp.kling.bounded import Answer, exchange
 from kling_omni_mcp.kling.errors import (
     KlingAuthError,
     KlingConfigError,
@@ -49,7 +50,7 @@ from kling_omni_mcp.kling.errors import (
 )
 from kling_omni_mcp.kling.models import CreateImageRequest, TaskData, TaskInfo
 from kling_omni_mcp.kling.rules import validate_create_request
-from kling_omni_mcp.redact import redact
+from kling_omni_mcp.kling.vendor_text import clean_vendor_json, clean_vendor_text
 
 __all__ = ["DEFAULT_USER_AGENT", "OMNI_IMAGE_PATH", "KlingClient", "RetryPolicy", "new_external_task_id"]
 
@@ -67,6 +68,8 @@ _RESIGN_CODES = frozenset({1000, 1004})
 _CONCURRENCY_CODE = 1303
 _GATEWAY_STATUSES = frozenset({429, 502, 503, 504})
 _SNIPPET_CHARS = 120
+#: Tasks scanned for an external id that the vendor's query resolved to another task's task_id.
+_EXTERNAL_ID_SCAN = 100
 
 
 def new_external_task_id() -> str:
@@ -188,7 +191,7 @@ def _snippet(body: bytes) -> str:
     return text[:_SNIPPET_CHARS] + ("..." if len(text) > _SNIPPET_CHARS else "")
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("retry-after", "")
     try:
         seconds = float(value)
@@ -197,7 +200,7 @@ def _retry_after(response: httpx2.Response) -> float | None:
     return seconds if 0 <= seconds <= 3600 else None
 
 
-def _read_envelope(response: httpx2.Response, *, where: str, not_found: bool) -> Any:
+def _read_envelope(response: Answer, *, where: str, not_found: bool) -> Any:
     """Check the answer is the vendor's envelope; return ``data`` or raise the mapped error."""
     status = response.status_code
     content_type = response.headers.get("content-type", "") or "no content type"
@@ -362,6 +365,20 @@ class KlingClient:
         """
         validate_create_request(req)
         external_id = req.external_task_id or new_external_task_id()
+        try:
+            with anyio.fail_after(self.total_deadline):
+                return await self._create(req, external_id)
+        except TimeoutError:
+            raise KlingTimeoutError(
+                f"The Kling API did not confirm POST {OMNI_IMAGE_PATH} within {self.total_deadline:g} s, "
+                "retries included.",
+                hint=f"The task may still have been created: look it up by external_task_id {external_id!r} "
+                "before creating it again.",
+                retryable=True,
+            ) from None
+
+    async def _create(self, req: CreateImageRequest, external_id: str) -> TaskData:
+        """The attempts of ``create_task`` (under its total deadline)."""
         body = req.model_copy(update={"external_task_id": external_id}).to_wire()
         where = f"POST {OMNI_IMAGE_PATH}"
         budget = _Budget(self._retry, "create")
@@ -429,7 +446,34 @@ class KlingClient:
             raise KlingResponseError(
                 f"The Kling API answered {where} with 'data' of type {type(data).__name__}, expected a list."
             )
-        return [_task_from(item, where=where) for item in data]
+        tasks = []
+        for position, item in enumerate(data[:page_size]):
+            try:
+                tasks.append(_task_from(item, where=where))
+            except KlingResponseError as exc:
+                # One unreadable row must not hide the others.
+                logger.warning("kling list: skipped row %d: %r", position, exc.message)
+        return tasks
+
+    async def find_by_external_id(self, external_id: str) -> TaskData | None:
+        """The task created with ``external_task_id`` == ``external_id``, or None.
+
+        The vendor's query accepts a task id *or* an external id, so asking for an external id
+        that equals another task's task id would return that other task: only a task whose
+        external id really matches counts.
+        """
+        try:
+            task = await self.get_task(external_id)
+        except KlingTaskNotFoundError:
+            return None
+        if task.external_task_id == external_id:
+            return task
+        # The id named another task (its task_id); ours may still exist under that external id.
+        # The newest page of the list is where a recent one is: one free request, rare case.
+        for candidate in await self.list_tasks(page=1, page_size=_EXTERNAL_ID_SCAN):
+            if candidate.external_task_id == external_id:
+                return candidate
+        return None
 
     async def get_account_costs(self, start_ms: int, end_ms: int) -> AccountCosts:
         """The account's resource packs (``GET /account/costs``; free, at most 1 query per second).
@@ -451,7 +495,31 @@ class KlingClient:
 
     # --- plumbing ----------------------------------------------------------------------------
 
+    @property
+    def total_deadline(self) -> float:
+        """Seconds one operation may take, every attempt and pause included.
+
+        Each attempt is bounded by the HTTP timeout as a whole (not per read), and the retries by
+        the policy's deadline; this caps both together so a call never outlives ~4 timeouts.
+        """
+        return min(self._retry.deadline, max(4 * self._timeout_seconds, 10.0))
+
     async def _read(self, path: str, *, params: dict[str, str] | None = None, not_found: bool = False) -> Any:
+        """A GET within ``total_deadline``: see ``_read_attempts``."""
+        try:
+            with anyio.fail_after(self.total_deadline):
+                return await self._read_attempts(path, params=params, not_found=not_found)
+        except TimeoutError:
+            raise KlingTimeoutError(
+                f"The Kling API did not answer GET {path} within {self.total_deadline:g} s, "
+                "retries included.",
+                hint="The service may be slow or unreachable: try again shortly.",
+                retryable=True,
+            ) from None
+
+    async def _read_attempts(
+        self, path: str, *, params: dict[str, str] | None = None, not_found: bool = False
+    ) -> Any:
         """A GET with retries on retryable failures and one re-signed retry on 1000/1004."""
         budget = _Budget(self._retry, f"GET {path}")
         resigned = False
@@ -483,7 +551,10 @@ class KlingClient:
             if exc.retryable:
                 return None
             raise
-        return _with_external_id(_task_from(data, where=f"GET {path}"), external_id)
+        task = _task_from(data, where=f"GET {path}")
+        if task.external_task_id not in (None, external_id):
+            return None  # the id matched another task's task_id, not our external id
+        return _with_external_id(task, external_id)
 
     async def _exchange(
         self,
@@ -504,18 +575,30 @@ class KlingClient:
             "Accept": "application/json",
             "User-Agent": self._user_agent,
         }
-        with _transport_errors(method, path, self._timeout_seconds):
-            response = await self._http.request(
-                method,
-                self._base_url + path,
-                json=json_body,
-                params=params,
-                headers=headers,
-                timeout=self._timeout,
-            )
+        secrets = [authorization.partition(" ")[2], *self._auth.secrets()]
+        where = f"{method} {path}"
+        try:
+            with _transport_errors(method, path, self._timeout_seconds):
+                # The per-read timeout alone lets a dripping vendor hold the call: the whole
+                # exchange must also end within one timeout (kling.bounded).
+                response = await exchange(
+                    self._http,
+                    method,
+                    self._base_url + path,
+                    where=where,
+                    deadline=self._timeout_seconds,
+                    json=json_body,
+                    params=params,
+                    headers=headers,
+                    timeout=self._timeout,
+                )
+        except KlingError as exc:
+            _scrub(exc, secrets)
+            raise
         request_id = _peek_request_id(response)
+        request_id = clean_vendor_text(request_id, secrets, max_chars=100) if request_id else None
         logger.debug(
-            "kling %s %s -> HTTP %d request_id=%s attempt=%d",
+            "kling %s %s -> HTTP %d request_id=%r attempt=%d",
             method,
             path,
             response.status_code,
@@ -523,22 +606,28 @@ class KlingClient:
             attempt,
         )
         try:
-            return _read_envelope(response, where=f"{method} {path}", not_found=not_found)
+            data = _read_envelope(response, where=where, not_found=not_found)
         except KlingError as exc:
             # A vendor message or a proxy's error page may echo the credential we sent; the
             # error text reaches the model and its transcript, so it must not carry it.
-            _scrub(exc, authorization.partition(" ")[2])
+            _scrub(exc, secrets)
             raise
+        # The one place vendor data enters: every string leaves without our credentials,
+        # control characters or escapes, and capped in length (kling.vendor_text).
+        return clean_vendor_json(data, secrets)
 
 
-def _scrub(error: KlingError, token: str) -> None:
-    """Mask ``token`` (and any bearer token or JWT) in every text of ``error``, in place."""
-    error.message = redact(error.message, [token])
+def _scrub(error: KlingError, secrets: list[str]) -> None:
+    """Mask the credentials (and any bearer token or JWT) in every text of ``error``, in place;
+    drop control characters and escapes from the vendor's parts."""
+    error.message = clean_vendor_text(error.message, secrets, max_chars=2000)
     error.args = (error.message,)
     if error.hint:
-        error.hint = redact(error.hint, [token])
+        error.hint = clean_vendor_text(error.hint, secrets, max_chars=2000)
     if error.vendor_message:
-        error.vendor_message = redact(error.vendor_message, [token])
+        error.vendor_message = clean_vendor_text(error.vendor_message, secrets, max_chars=2000)
+    if error.request_id:
+        error.request_id = clean_vendor_text(error.request_id, secrets, max_chars=100)
 
 
 def _with_external_id(task: TaskData, external_id: str) -> TaskData:
@@ -548,7 +637,7 @@ def _with_external_id(task: TaskData, external_id: str) -> TaskData:
     return task.model_copy(update={"task_info": TaskInfo(external_task_id=external_id)})
 
 
-def _peek_request_id(response: httpx2.Response) -> str | None:
+def _peek_request_id(response: Answer) -> str | None:
     """The envelope's ``request_id`` for the debug log, without failing on odd bodies."""
     match = re.search(rb'"request_id"\s*:\s*"([^"]{1,100})"', response.content[:4096])
     return match.group(1).decode("ascii", errors="replace") if match else None

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kling_omni_mcp.kling.capabilities import DEFAULT_MODEL, AspectRatio, ModelName, Resolution, ResultType
+from kling_omni_mcp.kling.lenient import MAX_RESULT_IMAGES, lenient_task
 
 __all__ = [
     "AspectRatio",
@@ -114,6 +115,33 @@ class TaskData(_Wire):
     final_unit_deduction: str | None = None
     created_at: int | None = None
     updated_at: int | None = None
+    #: Fields the vendor sent with values this server cannot use; they read as unknown (None).
+    odd_fields: list[str] = Field(default_factory=list, exclude=True)
+    #: Images beyond the API's maximum of 9 that were dropped from the answer.
+    images_dropped: int = Field(default=0, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient(cls, value: Any) -> Any:
+        # An odd optional field must not make the whole task unreadable (see kling.lenient).
+        return lenient_task(value) if isinstance(value, dict) else value
+
+    @property
+    def vendor_notes(self) -> list[str]:
+        """Sentences for the answer about what the vendor sent that could not be used as is."""
+        notes = []
+        if self.odd_fields:
+            notes.append(
+                "The Kling API sent values this server could not read for "
+                f"{', '.join(self.odd_fields[:5])}{', ...' if len(self.odd_fields) > 5 else ''}; "
+                "they are shown as unknown."
+            )
+        if self.images_dropped:
+            notes.append(
+                f"The Kling API listed {self.images_dropped + MAX_RESULT_IMAGES} images, more than the "
+                f"{MAX_RESULT_IMAGES} a task can make: kept the first {MAX_RESULT_IMAGES}."
+            )
+        return notes
 
     @property
     def external_task_id(self) -> str | None:

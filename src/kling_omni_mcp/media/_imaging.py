@@ -73,8 +73,14 @@ def has_alpha(img: Image.Image) -> bool:
 
 
 def flatten_to_rgb(img: Image.Image) -> Image.Image:
-    """An RGB copy, transparency composited onto white, 16/32-bit grey scaled to 8 bit."""
+    """RGB, transparency composited onto white, 16/32-bit grey scaled to 8 bit.
+
+    An image already RGB is returned as is (no copy: a copy of a big image costs memory).
+    """
     from PIL import Image
+
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # A plain convert("RGB") clips 16-bit values at 255, turning most images white.

@@ -16,7 +16,6 @@ import binascii
 import io
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,9 @@ from urllib.parse import urlsplit
 from kling_omni_mcp.kling.capabilities import MAX_IMAGE_BYTES
 
 from ._imaging import flatten_to_rgb, has_alpha, human_bytes, open_image
+from .decoding import MEMORY_BUDGET_BYTES, decode_slot, load_bounded, verify_decodes
 from .errors import InputImageError
-from .paths import resolve_input_path
+from .paths import open_input_file
 from .sniff import Sniffed, sniff
 
 if TYPE_CHECKING:
@@ -69,6 +69,10 @@ _SHRINK_FACTOR = 0.8
 _MAX_SHRINK_STEPS = 12
 _CONVERT_JPEG_QUALITY = 90
 _MAX_URL_CHARS = 4096
+# Memory per working pixel while re-encoding: the RGB image, its flattened and resized copies
+# (4 bytes a pixel each) and the encoded output with its copy. Sets how large an image is
+# decoded for re-encoding; larger ones are decoded at a reduced scale.
+_REENCODE_BYTES_PER_PIXEL = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,32 +210,20 @@ def _try_bare_base64(text: str) -> bytes | None:
 
 
 def _prepare_file(text: str, allowed_dirs: Sequence[Path], max_bytes: int) -> PreparedImage:
-    path = resolve_input_path(text, allowed_dirs)
-    data = _read_file(path)
-    return _prepare_bytes(data, "file", str(path), max_bytes=max_bytes)
+    # The slot covers the read too: waiting callers must not each hold a file of up to 100 MB.
+    with decode_slot(InputImageError):
+        # The check and the open are one step: paths.py opens first, then verifies the opened file.
+        path, fd = open_input_file(text, allowed_dirs)
+        data = _read_fd(fd, path)
+        return _prepare_bytes_in_slot(data, "file", str(path), max_bytes=max_bytes)
 
 
-def _read_file(path: Path) -> bytes:
-    """Read a regular file, at most ``HARD_MAX_INPUT_BYTES`` + 1 bytes."""
-    # O_NOFOLLOW: the path was just resolved, so a symlink here means it was swapped since.
-    # O_NONBLOCK: if it was swapped for a FIFO, open() must not hang.
-    flags = (
-        os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    )
-    try:
-        fd = os.open(path, flags)
-    except PermissionError:
-        raise InputImageError(
-            f"Cannot read {path}: permission denied. Check the file's permissions."
-        ) from None
-    except OSError as exc:
-        raise InputImageError(f"Cannot open {path}: {exc.strerror or exc.__class__.__name__}.") from None
+def _read_fd(fd: int, path: Path) -> bytes:
+    """Read an open regular file (closing it), at most ``HARD_MAX_INPUT_BYTES`` + 1 bytes."""
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InputImageError(f"{path} is not a regular file: give the path of an image file.")
-        if info.st_size > HARD_MAX_INPUT_BYTES:
-            raise InputImageError(_too_big_message(str(path), info.st_size))
+        size = os.fstat(f.fileno()).st_size
+        if size > HARD_MAX_INPUT_BYTES:
+            raise InputImageError(_too_big_message(str(path), size))
         try:
             data = f.read(HARD_MAX_INPUT_BYTES + 1)
         except OSError as exc:
@@ -254,6 +246,15 @@ def _too_big_message(what: str, size: int) -> str:
 def _prepare_bytes(
     data: bytes, source_kind: Literal["file", "base64"], what: str, *, max_bytes: int
 ) -> PreparedImage:
+    # One of the process's few decode slots: however many calls arrive, only that many images
+    # are in memory decoded at once (previews share the slots).
+    with decode_slot(InputImageError):
+        return _prepare_bytes_in_slot(data, source_kind, what, max_bytes=max_bytes)
+
+
+def _prepare_bytes_in_slot(
+    data: bytes, source_kind: Literal["file", "base64"], what: str, *, max_bytes: int
+) -> PreparedImage:
     source = what if source_kind == "file" else f"inline base64 ({len(data)} bytes)"
     if not data:
         raise InputImageError(f"{what} is empty (0 bytes): give a PNG or JPEG image.")
@@ -273,18 +274,37 @@ def _prepare_bytes(
             f"{what} is {found.label}, which this server cannot read (no decoder installed): "
             "export it as JPEG."
         )
+    passthrough = found.kind in ("png", "jpeg") and len(data) <= max_bytes
+    # The file's bytes, and for a pass-through their Base64 payload, are held throughout.
+    held = len(data) + (len(data) * 4 // 3 if passthrough else 0)
     img = open_image(io.BytesIO(data), what=what, error=InputImageError)
     with img:
         width, height = img.size
         _check_dimensions(what, width, height)
         try:
-            img.load()
+            if passthrough:
+                verify_decodes(img, what=what, error=InputImageError, held_bytes=held)
+                work = img
+            else:
+                max_pixels = max(
+                    MIN_SIDE * MIN_SIDE, (MEMORY_BUDGET_BYTES - held) // _REENCODE_BYTES_PER_PIXEL
+                )
+                work = load_bounded(
+                    img,
+                    what=what,
+                    error=InputImageError,
+                    held_bytes=held,
+                    max_pixels=max_pixels,
+                    min_side=MIN_SIDE,
+                )
+        except InputImageError:
+            raise
         except Exception:  # any failure decoding untrusted bytes means "damaged"
             raise InputImageError(
                 f"{what} is not a valid image: its {found.label} data is damaged or cut off. "
                 "Use another copy."
             ) from None
-        if found.kind in ("png", "jpeg") and len(data) <= max_bytes:
+        if passthrough:
             return PreparedImage(
                 payload=base64.b64encode(data).decode("ascii"),
                 source_kind=source_kind,
@@ -295,7 +315,10 @@ def _prepare_bytes(
                 byte_size=len(data),
                 converted=False,
             )
-        encoded, mime, size, note = _reencode(img, found, len(data), max_bytes, what)
+        with work:
+            encoded, mime, size, note = _reencode(work, found, len(data), max_bytes, what)
+        if work.size != (width, height):
+            note += f" (decoded at {work.width}x{work.height} from {width}x{height} to bound memory)"
     return PreparedImage(
         payload=base64.b64encode(encoded).decode("ascii"),
         source_kind=source_kind,
@@ -350,7 +373,9 @@ def _reencode(
     """Convert a non-PNG/JPEG image, or shrink one over ``max_bytes``; the note says what was done."""
     from PIL import Image, ImageOps
 
-    oriented = ImageOps.exif_transpose(img)  # EXIF is dropped, so apply its rotation first
+    # EXIF is dropped, so apply its rotation first (in place: a copy of a big image costs memory).
+    ImageOps.exif_transpose(img, in_place=True)
+    oriented = img
     alpha = has_alpha(oriented)
     needs_conversion = found.kind not in ("png", "jpeg")
     if needs_conversion:

@@ -6,6 +6,14 @@ the prompt or the model, so they are safe, short and predictable)::
     <root>/<task_id>/<task_id>_<index>.png     the images (.jpg/.webp when that is what came)
     <root>/<task_id>/<task_id>.json            the sidecar (prompt, model, cost, ...)
 
+A task id that is not plain (``[a-z0-9_-]``, at most 100 characters: the vendor's are digits)
+gets a folder ``<readable part>.<hash of the exact id>`` instead, so two ids that differ only in
+characters a file system cannot hold (``a/b`` and ``a?b``, case on macOS) never share a folder.
+
+Result links come from the vendor: downloads connect only to public addresses (``netguard``),
+are capped in bytes and time, and partial files are removed when the process stops (or, after a
+kill, at the next start: their names carry the pid of the process writing them).
+
 Every file appears under its final name only when complete: downloads stream into a hidden
 ``.<task_id>_<index>.partial-<random>`` file in the same folder, are checked (status, length,
 real image), fsynced, then linked into place without ever replacing a different existing file.
@@ -34,20 +42,25 @@ import httpx2
 
 from ._imaging import open_image
 from .errors import OutputError
+from .netguard import DownloadGuard
 from .paths import confined_output_path
 from .sniff import SNIFF_BYTES, sniff
 
-__all__ = ["MAX_DOWNLOAD_BYTES", "ResultStore", "SavedImage"]
+__all__ = ["MAX_DOWNLOAD_BYTES", "ResultStore", "SavedImage", "remove_live_partials", "task_folder_name"]
 
 logger = logging.getLogger(__name__)
 
-MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
+#: A 4k PNG is ~25 MB; nothing the API makes comes near this.
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 _MAX_REDIRECTS = 5
 _MAX_COLLISIONS = 20
 _CHUNK = 256 * 1024
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 #: Image kinds a result may be saved as, with their extension.
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tif"}
+_PLAIN_TASK_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+#: Partial files being written by this process right now, removed on shutdown or SIGTERM.
+_LIVE_PARTIALS: set[Path] = set()
 _SAVED_NAME = re.compile(r"^(?P<tid>.+)_(?P<index>\d+)(?:-(?P<dup>\d+))?\.(?P<ext>png|jpg|webp|gif|bmp|tif)$")
 
 
@@ -72,17 +85,44 @@ class _Checked:
     height: int
 
 
-class ResultStore:
-    """Saves result images and sidecars under ``root`` (created on demand)."""
+def task_folder_name(task_id: str) -> str:
+    """The folder name of ``task_id``: the id itself when plain, else readable part + hash."""
+    if _PLAIN_TASK_ID.match(task_id):
+        return task_id
+    readable = re.sub(r"[^a-z0-9_-]+", "_", task_id.lower()).strip("_-")[:40] or "task"
+    # "." never appears in a plain id, so a hashed name can never equal a plain one.
+    return f"{readable}.{hashlib.sha256(task_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
-    def __init__(self, root: Path) -> None:
+
+def remove_live_partials() -> int:
+    """Delete the partial files this process is writing (shutdown, SIGTERM); returns how many."""
+    removed = 0
+    for path in list(_LIVE_PARTIALS):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+        _LIVE_PARTIALS.discard(path)
+    return removed
+
+
+class ResultStore:
+    """Saves result images and sidecars under ``root`` (created on demand).
+
+    Downloads refuse non-public addresses unless ``allow_private`` (simulate mode, tests and
+    self-hosted mirrors); ``guard`` replaces the default address check (tests).
+    """
+
+    def __init__(
+        self, root: Path, *, allow_private: bool = False, guard: DownloadGuard | None = None
+    ) -> None:
         self.root = Path(root).expanduser()
+        self._guard = None if allow_private else (guard or DownloadGuard())
 
     # --- names -------------------------------------------------------------------------------
 
     def task_dir(self, task_id: str) -> Path:
-        """``<root>/<task_id>`` (sanitised); not created here."""
-        return confined_output_path(self.root, task_id)
+        """``<root>/<task folder name>`` (see ``task_folder_name``); not created here."""
+        return confined_output_path(self.root, task_folder_name(task_id))
 
     def image_path(self, task_id: str, index: int, ext: str = "png") -> Path:
         """``<root>/<task_id>/<task_id>_<index>.<ext>``: built from the task id and index only."""
@@ -162,12 +202,15 @@ class ResultStore:
         folder = self.task_dir(task_id)
         await anyio.to_thread.run_sync(self._ensure_dir, folder)
         await anyio.to_thread.run_sync(_sweep_stale_partials, folder)
-        temp = folder / f".{folder.name}_{index}.partial-{secrets.token_hex(6)}"
+        temp = folder / f".{folder.name}_{index}.partial-{os.getpid()}-{secrets.token_hex(6)}"
         placed = False
+        _LIVE_PARTIALS.add(temp)
         try:
             try:
                 with anyio.fail_after(timeout):
-                    digest, size = await _download(http, url, temp, label=label, max_bytes=max_bytes)
+                    digest, size = await _download(
+                        http, url, temp, label=label, max_bytes=max_bytes, guard=self._guard
+                    )
             except TimeoutError:
                 raise OutputError(
                     f"Downloading {label} did not finish within {timeout:g} s: try again later."
@@ -186,10 +229,22 @@ class ResultStore:
                 already_saved=already,
             )
         finally:
+            _LIVE_PARTIALS.discard(temp)
             if not placed:
                 # Also on cancellation: a partial file must never stay behind.
                 with contextlib.suppress(OSError):
                     temp.unlink(missing_ok=True)
+
+    def sweep_orphaned_partials(self) -> int:
+        """Remove partial files of processes that no longer run (killed mid-download); at start-up."""
+        removed = 0
+        with contextlib.suppress(OSError):
+            for leftover in self.root.glob("*/.*.partial-*"):
+                if _writer_is_gone(leftover) and leftover.is_file():
+                    with contextlib.suppress(OSError):
+                        leftover.unlink()
+                        removed += 1
+        return removed
 
     # --- sidecars ----------------------------------------------------------------------------
 
@@ -245,6 +300,23 @@ class ResultStore:
 STALE_PARTIAL_SECONDS = 15 * 60
 
 
+def _writer_is_gone(partial: Path) -> bool:
+    """True when the pid in a partial file's name is not a running process (or it has none)."""
+    match = re.search(r"\.partial-(\d+)-[0-9a-f]+$", partial.name)
+    if match is None:
+        return partial.stat().st_mtime < time.time() - STALE_PARTIAL_SECONDS
+    pid = int(match[1])
+    if pid == os.getpid():
+        return partial not in _LIVE_PARTIALS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False  # alive (another user's process) or unknowable: leave it
+    return False
+
+
 def _sweep_stale_partials(folder: Path) -> None:
     """Remove temp files left in ``folder`` by a killed process, so none accumulate."""
     cutoff = time.time() - STALE_PARTIAL_SECONDS
@@ -270,9 +342,18 @@ def _shown_url(url: httpx2.URL | str) -> str:
 
 
 async def _download(
-    http: httpx2.AsyncClient, url: str, temp: Path, *, label: str, max_bytes: int
+    http: httpx2.AsyncClient,
+    url: str,
+    temp: Path,
+    *,
+    label: str,
+    max_bytes: int,
+    guard: DownloadGuard | None,
 ) -> tuple[str, int]:
-    """Stream ``url`` into ``temp`` (redirects followed by hand, bounded); return (sha256, size)."""
+    """Stream ``url`` into ``temp`` (redirects followed by hand, bounded); return (sha256, size).
+
+    With a ``guard``, every hop is resolved, checked and connected to by its checked address.
+    """
     try:
         current = httpx2.URL(url) if url.lower().startswith(("http://", "https://")) else None
     except httpx2.InvalidURL:
@@ -283,7 +364,14 @@ async def _download(
         )
     for _ in range(_MAX_REDIRECTS + 1):
         try:
-            async with http.stream("GET", current, follow_redirects=False) as response:
+            target_url: httpx2.URL = current
+            headers: dict[str, str] = {}
+            extensions: dict[str, Any] = {}
+            if guard is not None:
+                target_url, headers, extensions = await guard.pin(current, label)
+            async with http.stream(
+                "GET", target_url, headers=headers, extensions=extensions, follow_redirects=False
+            ) as response:
                 if response.status_code in _REDIRECT_CODES and "location" in response.headers:
                     try:
                         target = current.join(response.headers["location"])
@@ -298,7 +386,9 @@ async def _download(
                         )
                     current = target
                     continue
-                return await _receive(response, temp, label=label, max_bytes=max_bytes)
+                return await _receive(
+                    response, temp, label=label, max_bytes=max_bytes, where=_shown_url(current)
+                )
         except httpx2.TimeoutException:
             raise OutputError(
                 f"Downloading {label} timed out ({_shown_url(current)}): try again later."
@@ -315,8 +405,9 @@ async def _download(
     raise OutputError(f"The download of {label} was redirected more than {_MAX_REDIRECTS} times: giving up.")
 
 
-async def _receive(response: httpx2.Response, temp: Path, *, label: str, max_bytes: int) -> tuple[str, int]:
-    where = _shown_url(response.url)
+async def _receive(
+    response: httpx2.Response, temp: Path, *, label: str, max_bytes: int, where: str
+) -> tuple[str, int]:
     if not 200 <= response.status_code < 300:
         hint = (
             " The link may have expired (result links last 30 days): query the task again for fresh links."

@@ -6,26 +6,35 @@ path such as ``~/.ssh/id_rsa``, ``../../etc/passwd`` or a symlink that points ou
 user's pictures. Whatever we read is Base64-encoded and sent to a third party, so reading it
 is exfiltration. Every input path therefore goes through ``resolve_input_path`` and every
 output path through ``confined_output_path``; nothing else in the project opens user paths.
+
+Checking a path and then opening it is a race (CWE-367): a neighbour who can write inside an
+allowed folder can swap a parent folder for a symlink in between. ``open_input_file`` therefore
+opens first and checks the file it got: its real path read back through the descriptor
+(``/proc/self/fd`` on Linux, ``F_GETPATH`` on macOS) must be inside the allowed folders, or, where
+neither exists, its device and inode must be those of the confined path resolved afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import os
 import re
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import InputImageError, OutputError
 
-__all__ = ["confined_output_path", "resolve_input_path"]
+__all__ = ["confined_output_path", "open_input_file", "resolve_input_path"]
 
 # A folder with a million entries must not stall the "did you mean" hint.
 _MAX_LISTED = 2000
 _MAX_SUGGESTIONS = 3
 _MAX_PART_CHARS = 120
+_MAC_MAXPATHLEN = 1024
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 _FILE_KINDS = (
@@ -157,6 +166,78 @@ def resolve_input_path(raw: str, allowed_dirs: Sequence[Path]) -> Path:
     if kind is not None:
         raise InputImageError(f"{given} is {kind}, not a regular file: give the path of an image file.")
     return resolved
+
+
+# O_NOFOLLOW: a symlink as the last part means it was swapped in since the path was resolved.
+# O_NONBLOCK: if the file was swapped for a FIFO or a device, open() must not hang.
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+)
+
+
+def open_input_file(raw: str, allowed_dirs: Sequence[Path]) -> tuple[Path, int]:
+    """Resolve ``raw`` as ``resolve_input_path`` does, open it, and verify the file actually opened.
+
+    Returns ``(path, fd)``: a read-only descriptor of a regular file inside ``allowed_dirs``; the
+    caller reads from it and closes it. Raises ``InputImageError`` when the path is refused or
+    when the opened file is not the confined one (a folder on the way was swapped meanwhile).
+    """
+    path = resolve_input_path(raw, allowed_dirs)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except PermissionError:
+        raise InputImageError(
+            f"Cannot read {path}: permission denied. Check the file's permissions."
+        ) from None
+    except OSError as exc:
+        raise InputImageError(f"Cannot open {path}: {exc.strerror or exc.__class__.__name__}.") from None
+    try:
+        _verify_opened(fd, path, _roots(allowed_dirs))
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, fd
+
+
+def _path_of_fd(fd: int) -> Path | None:
+    """The real path of an open descriptor as the kernel knows it, or None where it cannot say."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            # An unlinked file reads back as "/x/y (deleted)"; a socket or pipe as "pipe:[123]".
+            return Path(target) if target.startswith("/") and not target.endswith(" (deleted)") else None
+    if sys.platform == "darwin":
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            raw = fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * _MAC_MAXPATHLEN)
+            return Path(os.fsdecode(raw.rstrip(b"\0")))
+    return None
+
+
+def _verify_opened(fd: int, path: Path, roots: Sequence[Path]) -> None:
+    """Refuse unless ``fd`` is a regular file inside ``roots`` (not hidden) and is ``path``'s file."""
+    swapped = InputImageError(
+        f"{path} changed while it was being opened (a folder on the way was replaced): it was not "
+        "read. Give the path again once the folder stays put."
+    )
+    info = os.fstat(fd)
+    real = _path_of_fd(fd)
+    if real is not None:
+        if _placement(real, roots) is not True:
+            raise swapped
+    else:
+        # No way to ask the kernel: the file now at the confined path (re-resolved and re-checked,
+        # symlinks not followed at the end) must be the very file we hold.
+        try:
+            again = path.resolve(strict=True)
+            now = os.stat(again, follow_symlinks=False)
+        except (OSError, RuntimeError):
+            raise swapped from None
+        if _placement(again, roots) is not True or (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+            raise swapped
+    if not stat.S_ISREG(info.st_mode):
+        raise InputImageError(f"{path} is not a regular file: give the path of an image file.")
 
 
 def _safe_part(part: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ._imaging import flatten_to_rgb, open_image
+from .decoding import decode_slot, load_bounded
 from .errors import MediaError
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ _MAX_SIDE_STEPS = 12
 # Longest side by number of images in one answer, before the configured cap.
 _SIDE_BY_COUNT = ((1, 512), (4, 384), (9, 256), (16, 192))
 _SIDE_FOR_MANY = 128
+# Decode at most this many times the preview's side (then LANCZOS does the rest), so a 64 MP
+# result is decoded reduced (JPEG) or reduced right after decoding (other formats).
+_DECODE_SIDE_FACTOR = 2
+# A preview is an extra: it waits less for a decode slot than an input does.
+_SLOT_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,27 @@ def _encode(img: Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def _decode_small(path: Path, max_side: int) -> Image.Image:
+    """``path`` decoded at about twice ``max_side``, upright, RGB; within the memory budget."""
+    from PIL import ImageOps
+
+    img = open_image(path, what=f"The image {path}", error=MediaError)
+    with img:
+        decode_side = max_side * _DECODE_SIDE_FACTOR
+        small = load_bounded(
+            img,
+            what=f"The image {path}",
+            error=MediaError,
+            held_bytes=0,
+            max_pixels=decode_side**2,
+            min_side=1,
+        )
+        with small:
+            ImageOps.exif_transpose(small, in_place=True)
+            rgb = flatten_to_rgb(small)
+            return rgb.copy() if rgb is small else rgb
+
+
 def make_preview(path: Path, *, max_side: int, max_bytes: int) -> Preview | None:
     """A JPEG of ``path`` with its longest side ≤ ``max_side`` and at most ``max_bytes`` bytes.
 
@@ -76,18 +103,14 @@ def make_preview(path: Path, *, max_side: int, max_bytes: int) -> Preview | None
     """
     if max_side <= 0 or max_bytes <= 0:
         return None
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
-        img = open_image(Path(path), what=f"The image {path}", error=MediaError)
+        with decode_slot(MediaError, wait_seconds=_SLOT_WAIT_SECONDS):
+            base = _decode_small(Path(path), max_side)
     except MediaError as exc:
         logger.warning("No preview for %s: %s", path, exc)
         return None
-    try:
-        with img:
-            # draft() lets the JPEG decoder downscale while decoding: far cheaper for big files.
-            img.draft("RGB", (max_side, max_side))
-            base = flatten_to_rgb(ImageOps.exif_transpose(img))
     except Exception as exc:  # a damaged file means no preview, not a failed tool call
         logger.warning("No preview for %s: cannot decode it (%s)", path, exc.__class__.__name__)
         return None

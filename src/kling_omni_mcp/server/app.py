@@ -15,6 +15,7 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.ownership import not_found_message
 from kling_omni_mcp.runtime import open_service
 from kling_omni_mcp.server.identity import current_identity
+from kling_omni_mcp.server.studio import register_studio, studio_apps
 from kling_omni_mcp.server.tools import register_tools
 from kling_omni_mcp.service import Caller, KlingService
 
@@ -43,6 +44,12 @@ class AppContext:
     def caller(self) -> Caller:
         """The caller of the request being handled, as a plain value for the service."""
         return Caller(identity=current_identity(), remote=self.remote)
+
+    async def may_see(self, task_id: str) -> bool:
+        """True when this request's caller may see ``task_id`` (for resources and app-only tools:
+        otherwise answer ``not_found_message(task_id)``, the words used for an unknown id)."""
+        caller = self.caller()
+        return not self.service.owners.isolates(caller) or await self.service.visible_to(task_id, caller)
 
 
 @dataclass
@@ -83,8 +90,10 @@ def build_server(
         website_url="https://github.com/kling-omni-mcp/kling-omni-mcp",
         lifespan=lifespan,
         log_level=settings.log_level,
+        extensions=[studio_apps()],
     )
     register_tools(server, settings)
+    register_studio(server)
 
     @server.resource(
         "kling://tasks/{task_id}/images/{index}",
@@ -97,8 +106,7 @@ def build_server(
         service = state.service
         if not index.isdigit() or len(index) > 4:
             raise ResourceError(f"index must be a number from 0 to 9999, got {index!r}.")
-        caller = state.caller()
-        if service.owners.isolates(caller) and not await service.visible_to(task_id, caller):
+        if not await state.may_see(task_id):
             raise ResourceError(not_found_message(task_id))
         path = service.store.saved_image(task_id, int(index))
         if path is not None:

@@ -23,7 +23,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import BaseModel
 
 from kling_omni_mcp.answers import ImageInfo, TaskAnswer, TaskListAnswer
-from kling_omni_mcp.input_refs import KLING_IMAGE_URI
+from kling_omni_mcp.input_refs import KLING_IMAGE_URI, parse_image_uri
 
 if TYPE_CHECKING:
     from kling_omni_mcp.media.previews import Preview
@@ -95,14 +95,14 @@ def _for_remote(answer: TaskAnswer, links: LinkSigner | None) -> TaskAnswer:
 def render_task_list(
     answer: TaskListAnswer, *, remote: bool = False, links: LinkSigner | None = None
 ) -> CallToolResult:
-    """``list_tasks``: file paths on stdio; over HTTP, links instead of paths."""
+    """``list_tasks``: file paths on stdio; over HTTP, no paths, and signed links when there is a
+    public URL (the service gives ``kling://`` URIs; ``parse_image_uri`` reads their index back)."""
     if remote:
-        rows = [
-            row.model_copy(
-                update={"paths": [], "links": [_remote_link(links, row.task_id, i) for i in row.saved]}
-            )
-            for row in answer.tasks
-        ]
+        rows = []
+        for row in answer.tasks:
+            found = [parse_image_uri(uri) for uri in row.links]
+            uris = [_remote_link(links, ref[0], ref[1]) for ref in found if ref is not None]
+            rows.append(row.model_copy(update={"paths": [], "links": uris}))
         answer = answer.model_copy(update={"tasks": rows})
     return render_model(answer, answer.summary())
 

@@ -39,6 +39,7 @@ from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
 from kling_omni_mcp.server.render import render_answer, render_task_list
 from kling_omni_mcp.server.schema import compact_registered_schemas
+from kling_omni_mcp.server.studio import STUDIO_TOOL_META
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ TaskId = Annotated[
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z0-9._:-]+$",
-        description="task_id from create_image (or your external_task_id).",
+        description="From create_image, or your external_task_id.",
     ),
 ]
 
@@ -122,8 +123,8 @@ Reuse the same external_task_id when retrying: you get the same task, never a se
 
 def wait_description(settings: Settings) -> str:
     """What ``wait_for_task`` does, with this server's default budget."""
-    return f"""Wait for a task to finish, with progress; saves the images, returns their paths. Free.
-If the time budget runs out it returns done=false (not an error): call wait_for_task again.
+    return f"""Wait for a task to finish, with progress; saves and returns the images. Free.
+If time runs out it returns done=false (not an error): call it again.
 timeout_seconds defaults to the server's setting ({settings.wait_seconds:g} s), max {MAX_WAIT_SECONDS}."""
 
 
@@ -147,6 +148,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
             idempotent_hint=False,
             open_world_hint=True,
         ),
+        meta=STUDIO_TOOL_META,
     )
     async def create_image(
         prompt: Annotated[
@@ -159,8 +161,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
             list[str],
             Field(
                 max_length=MAX_REFERENCES,
-                description="Reference images: http(s) URLs, Base64, kling:// URIs of results, "
-                "absolute file paths.",
+                description="Reference images: http(s) URLs, Base64, kling:// URIs, file paths.",
             ),
         ] = [],  # noqa: B006 - pydantic copies defaults
         element_ids: Annotated[
@@ -223,8 +224,8 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
     @server.tool(
         name="get_task",
         title="Get task",
-        description="Check a task once (free). A finished task's images are saved to disk on first sight "
-        "and their paths returned. To wait for a running task use wait_for_task instead.",
+        description="Check a task once (free); a finished task's images are saved and returned. "
+        "To wait, use wait_for_task.",
         annotations=_READS_VENDOR,
     )
     async def get_task(task_id: TaskId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, TaskAnswer]:
@@ -238,6 +239,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
         title="Wait for task",
         description=wait_description(settings),
         annotations=_READS_VENDOR,
+        meta=STUDIO_TOOL_META,
     )
     async def wait_for_task(
         task_id: TaskId,
@@ -257,7 +259,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
     @server.tool(
         name="list_tasks",
         title="List tasks",
-        description="List recent image tasks, newest first (free): status, image count, saved file paths.",
+        description="List recent image tasks, newest first (free).",
         annotations=_READS_VENDOR,
     )
     async def list_tasks(

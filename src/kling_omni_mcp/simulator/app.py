@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -306,6 +308,32 @@ def _apply_admin_action(sim: Simulator, action: str, params: dict[str, Any]) -> 
     actions[action](**params)
 
 
+def _host_allowed(sim: Simulator, netloc: str) -> bool:
+    """Loopback names and addresses, or one of the configured admin hosts (any port)."""
+    host = urlsplit(f"//{netloc}").hostname or ""
+    if host in ("localhost", *sim.config.admin_hosts):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_only(sim: Simulator, endpoint: Endpoint) -> Endpoint:
+    """The test-control routes answer only to loopback Host/Origin: a web page the user visits
+    must not be able to reach them through DNS rebinding (no vendor auth guards them)."""
+
+    async def checked(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if not _host_allowed(sim, request.headers.get("host", "")) or (
+            origin is not None and not _host_allowed(sim, urlsplit(origin).netloc)
+        ):
+            raise ApiError(403, 1200, "The /admin routes answer only to a loopback Host and Origin.")
+        return await endpoint(request)
+
+    return checked
+
+
 def _guard(endpoint: Endpoint) -> Endpoint:
     """Turn refusals into the envelope and any bug into a 500/5000 envelope, never a crash."""
 
@@ -355,9 +383,9 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/v1/images/omni-image/{task_id}", _guard(h.query), methods=["GET"]),
         Route(ACCOUNT_COSTS_PATH, _guard(h.account), methods=["GET"]),
         Route("/results/{task_id}/{name}", _guard(h.download), methods=["GET"]),
-        Route("/admin/faults", _guard(h.admin_faults), methods=["POST"]),
-        Route("/admin/counters", _guard(h.admin_counters), methods=["GET"]),
-        Route("/admin/reset", _guard(h.admin_reset), methods=["POST"]),
+        Route("/admin/faults", _guard(_local_only(sim, h.admin_faults)), methods=["POST"]),
+        Route("/admin/counters", _guard(_local_only(sim, h.admin_counters)), methods=["GET"]),
+        Route("/admin/reset", _guard(_local_only(sim, h.admin_reset)), methods=["POST"]),
     ]
     app = _SimulatorApp(
         routes=routes,

@@ -37,11 +37,14 @@ class SimulatorConfig:
     callback_timeout: float = 5.0
     #: Callback deliveries in flight at once; tasks created beyond it get no callbacks.
     max_callback_workers: int = 1000
+    #: Host names (besides loopback) /admin/* answers to; anything else is refused (DNS rebinding).
+    admin_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Callers pass lists and dicts; keep private immutable copies (the dataclass is frozen).
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
         object.__setattr__(self, "access_keys", dict(self.access_keys))
+        object.__setattr__(self, "admin_hosts", tuple(h.lower() for h in self.admin_hosts))
         if self.duration < 0:
             raise ValueError(f"duration must be >= 0 seconds, got {self.duration}")
         if self.max_body_bytes < 1:

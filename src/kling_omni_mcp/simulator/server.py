@@ -49,7 +49,10 @@ def run_simulator(
     duration: float = 5.0,
     webhook_secret: str | None = None,
 ) -> None:
-    """Serve a simulator until Ctrl-C (the ``kling-omni-mcp simulator`` command)."""
+    """Serve a simulator until Ctrl-C (the ``kling-omni-mcp simulator`` command).
+
+    /admin/* answers to loopback names and to ``host`` itself (unless it is a wildcard address).
+    """
     if not logging.getLogger().handlers:
         # Run as a command with nothing configured: the URL must still reach the user (stderr).
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
@@ -58,6 +61,7 @@ def run_simulator(
         access_keys=dict(access_keys or {}),
         duration=duration,
         webhook_secret=webhook_secret,
+        admin_hosts=() if host in ("0.0.0.0", "::", "") else (host.strip("[]"),),  # noqa: S104 - compared, not bound
     )
     if config.open_mode:
         logger.warning("No keys configured: the simulator accepts any non-empty Bearer token.")
