@@ -96,6 +96,8 @@ async def test_remote_client_gets_links_chains_results_and_users_are_kept_apart(
             sent = base64.b64decode(body["image_list"][0]["image"])
             assert sent == saved.read_bytes()
 
+            snapshot = structured(await alice.call_tool("task_snapshot", {"task_id": task_id}))
+            assert "path" not in snapshot["images"][0]  # the studio view over HTTP: no server path either
             mine = await alice.read_resource(reference)
             assert base64.b64decode(mine.contents[0].blob) == saved.read_bytes()  # type: ignore[union-attr]
 
@@ -111,9 +113,12 @@ async def test_remote_client_gets_links_chains_results_and_users_are_kept_apart(
                 )
                 assert "fox" not in text_of(theirs) and "/files/" not in text_of(theirs)
             assert structured(await bob.call_tool("list_tasks", {}))["tasks"] == []
-            with pytest.raises(MCPError) as refused:
-                await bob.read_resource(reference)
-            assert "No task" in str(refused.value)
+            for uri in (reference, f"kling://tasks/{task_id}/thumbnails/0"):
+                with pytest.raises(MCPError) as refused:
+                    await bob.read_resource(uri)
+                assert f"No task {task_id!r} was found" in str(refused.value), uri
+            snap = await bob.call_tool("task_snapshot", {"task_id": task_id})
+            assert snap.is_error and f"No task {task_id!r} was found" in text_of(snap)
             used = await bob.call_tool(
                 "create_image", {"prompt": "steal <<<image_1>>>", "images": [reference]}
             )
