@@ -202,3 +202,26 @@ async def test_a_refused_earlier_result_is_named_by_its_reference_not_its_server
             text = text_of(refused)
             assert refused.is_error and "images[1]" in text and reason in text, text
             assert str(settings.output_dir) not in text
+
+
+async def test_owners_survive_a_restart_and_external_ids_resolve_to_their_owner(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(simulator.base_url, mcp_auth_tokens=[ALICE, BOB])
+    async with serve_asgi(build_http_app(settings)) as url, signed_in(url, ALICE) as alice:
+        created = await alice.call_tool(
+            "create_image", {"prompt": "A fox", "external_task_id": "alice-fox-1", "wait_seconds": 20}
+        )
+        task_id = structured(created)["task_id"]
+    # A new process: no owner in memory, only the sidecar on disk.
+    async with serve_asgi(build_http_app(settings)) as url:
+        async with signed_in(url, ALICE) as alice:
+            for key in (task_id, "alice-fox-1"):
+                assert structured(await alice.call_tool("get_task", {"task_id": key}))["task_id"] == task_id
+        async with signed_in(url, BOB) as bob:
+            for key in ("alice-fox-1", task_id):
+                got = await bob.call_tool("get_task", {"task_id": key})
+                assert got.is_error and f"No task {key!r} was found" in text_of(got), key
+            again = await bob.call_tool("create_image", {"prompt": "mine", "external_task_id": "alice-fox-1"})
+            assert again.is_error and "external_task_id" in text_of(again)
+            assert task_id not in text_of(again)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["AppContext", "ServiceSlot", "build_server"]
 
 INSTRUCTIONS = """Generates images with Kling Omni-Image. Typical flow: create_image → wait_for_task
-(repeat while done=false) → use the saved file paths. Local files are passed by absolute path."""
+(repeat while done=false) → use the saved images (file paths locally, links over HTTP). An earlier
+result is passed back as kling://tasks/<task_id>/images/<index>."""
 
 
 @dataclass
