@@ -50,7 +50,13 @@ def server_tools() -> list[dict[str, str]]:
 
     server = build_server(Settings(simulate=True))
     tools = anyio.run(server.list_tools)
-    return [{"name": t.name, "description": (t.description or "").splitlines()[0]} for t in tools]
+    # App-only tools (the studio view's) are not offered to the model: the manifest leaves them out.
+    ui = [((t.meta or {}).get("ui") or {}) for t in tools]
+    return [
+        {"name": t.name, "description": (t.description or "").splitlines()[0]}
+        for t, view in zip(tools, ui, strict=True)
+        if view.get("visibility") != ["app"]
+    ]
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
