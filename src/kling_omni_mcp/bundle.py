@@ -47,15 +47,15 @@ def server_tools() -> list[dict[str, str]]:
 
     from kling_omni_mcp.config import Settings
     from kling_omni_mcp.server.app import build_server
+    from kling_omni_mcp.server.studio import is_app_only
 
     server = build_server(Settings(simulate=True))
     tools = anyio.run(server.list_tools)
-    # App-only tools (the studio view's) are not offered to the model: the manifest leaves them out.
-    ui = [((t.meta or {}).get("ui") or {}) for t in tools]
+    # App-only tools (the studio view's) are hidden from the model: the install form omits them too.
     return [
         {"name": t.name, "description": (t.description or "").splitlines()[0]}
-        for t, view in zip(tools, ui, strict=True)
-        if view.get("visibility") != ["app"]
+        for t in tools
+        if not is_app_only(t)
     ]
 
 
