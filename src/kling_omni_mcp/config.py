@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     link_ttl_seconds: int = Field(
         default=86400, ge=10, le=30 * 86400, description="How long a download link stays valid."
     )
+    shared_tasks: bool = Field(
+        default=False, description="Every signed-in caller sees every task (off: each their own)."
+    )
 
     @field_validator(
         "api_key",
