@@ -47,10 +47,16 @@ def server_tools() -> list[dict[str, str]]:
 
     from kling_omni_mcp.config import Settings
     from kling_omni_mcp.server.app import build_server
+    from kling_omni_mcp.server.studio import is_app_only
 
     server = build_server(Settings(simulate=True))
     tools = anyio.run(server.list_tools)
-    return [{"name": t.name, "description": (t.description or "").splitlines()[0]} for t in tools]
+    # App-only tools (the studio view's) are hidden from the model: the install form omits them too.
+    return [
+        {"name": t.name, "description": (t.description or "").splitlines()[0]}
+        for t in tools
+        if not is_app_only(t)
+    ]
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import itertools
 import os
 import re
@@ -184,7 +185,9 @@ def open_input_file(raw: str, allowed_dirs: Sequence[Path]) -> tuple[Path, int]:
     """
     path = resolve_input_path(raw, allowed_dirs)
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = _open_without_links(path)
+    except _LinkOnTheWay:
+        raise _swapped(path) from None
     except PermissionError:
         raise InputImageError(
             f"Cannot read {path}: permission denied. Check the file's permissions."
@@ -197,6 +200,52 @@ def open_input_file(raw: str, allowed_dirs: Sequence[Path]) -> tuple[Path, int]:
         os.close(fd)
         raise
     return path, fd
+
+
+class _LinkOnTheWay(Exception):
+    """A folder of an already resolved path is now a symlink (or no folder): it was swapped."""
+
+
+def _open_without_links(path: Path) -> int:
+    """Open the resolved ``path`` folder by folder, following no symlink anywhere on the way.
+
+    ``path`` was resolved, so any symlink met now was put there after the check. Descending with
+    ``openat`` (``dir_fd``) and ``O_NOFOLLOW`` closes the window between check and open that a
+    plain ``open(path)`` leaves in every folder of the path, not only in the last component.
+    Where ``dir_fd`` is not supported (Windows), the plain open is checked afterwards instead.
+    """
+    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+        return os.open(path, _OPEN_FLAGS)
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    anchor, *folders, name = path.parts
+    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for folder in folders:
+            try:
+                inner = os.open(folder, folder_flags, dir_fd=fd)
+            except (NotADirectoryError, FileNotFoundError) as exc:
+                raise _LinkOnTheWay from exc
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise _LinkOnTheWay from exc
+                raise
+            os.close(fd)
+            fd = inner
+        try:
+            return os.open(name, _OPEN_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _LinkOnTheWay from exc
+            raise
+    finally:
+        os.close(fd)
+
+
+def _swapped(path: Path) -> InputImageError:
+    return InputImageError(
+        f"{path} changed while it was being opened (a folder on the way was replaced): it was not "
+        "read. Give the path again once the folder stays put."
+    )
 
 
 def _path_of_fd(fd: int) -> Path | None:
@@ -217,10 +266,7 @@ def _path_of_fd(fd: int) -> Path | None:
 
 def _verify_opened(fd: int, path: Path, roots: Sequence[Path]) -> None:
     """Refuse unless ``fd`` is a regular file inside ``roots`` (not hidden) and is ``path``'s file."""
-    swapped = InputImageError(
-        f"{path} changed while it was being opened (a folder on the way was replaced): it was not "
-        "read. Give the path again once the folder stays put."
-    )
+    swapped = _swapped(path)
     info = os.fstat(fd)
     real = _path_of_fd(fd)
     if real is not None:

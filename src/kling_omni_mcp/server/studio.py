@@ -266,12 +266,15 @@ async def hide_app_only_tools(ctx: ServerRequestContext[Any, Any], call_next: Ca
         return result
     tools = result.get("tools")
     if isinstance(tools, list):
-        result["tools"] = [tool for tool in tools if not _app_only(tool)]
+        result["tools"] = [tool for tool in tools if not is_app_only(tool)]
     return result
 
 
-def _app_only(tool: Any) -> bool:
-    ui = (tool.get("_meta") or {}).get("ui") if isinstance(tool, dict) else None
+def is_app_only(tool: Any) -> bool:
+    """True for a tool only the view may call (``_meta.ui.visibility == ["app"]``), as a wire
+    dict or as the SDK's ``Tool``."""
+    meta = tool.get("_meta") if isinstance(tool, dict) else getattr(tool, "meta", None)
+    ui = meta.get("ui") if isinstance(meta, dict) else None
     return isinstance(ui, dict) and ui.get("visibility") == ["app"]
 
 
