@@ -2,6 +2,11 @@
 
 ``load_settings()`` is called at start-up by the CLI, never at import time, so tests can set the
 environment first. Secrets are ``SecretStr``: they print as ``**********`` in any repr or log.
+
+Longer than 300 lines on purpose: every setting, its default, its range and the check that
+refuses a bad value sit in one class, read once, so a reader (and the README's configuration
+table) has one place to look; splitting settings by topic would put the same ``KLING_*`` prefix
+and placeholder checks in several modules and make "what can be configured?" a search.
 """
 
 from __future__ import annotations
