@@ -30,7 +30,9 @@ class ImageInfo(BaseModel):
 
     index: int
     url: str  # the vendor's link: it expires after 30 days
-    path: str | None = None  # the local file, once saved
+    path: str | None = None  # the local file, once saved (stdio only: over HTTP it means nothing)
+    # Over HTTP, once saved: a signed download link, or the kling:// resource to read.
+    link: str | None = None
     mime_type: str | None = None
     width: int | None = None
     height: int | None = None
@@ -100,11 +102,11 @@ class TaskAnswer(BaseModel):
             lines.append(f"Units charged: {self.units_charged}.")
         if self.waited_seconds is not None and not self.done:
             lines.append(f"Still {self.status} after waiting {self.waited_seconds:.0f} s.")
-        saved = [img for img in self.images if img.path]
+        saved = [img for img in self.images if img.path or img.link]
         if saved:
             lines.append(f"Saved {len(saved)} image(s):")
-            lines.extend(f"  [{img.index}] {img.path}" for img in saved)
-        unsaved = [img for img in self.images if not img.path]
+            lines.extend(f"  [{img.index}] {img.path or img.link}" for img in saved)
+        unsaved = [img for img in self.images if not (img.path or img.link)]
         if unsaved:
             lines.append(f"{len(unsaved)} image(s) not saved locally yet (URLs in the structured result).")
         lines.extend(self.notes)
@@ -121,7 +123,9 @@ class TaskSummary(BaseModel):
     status: Status
     created_at: str | None = None
     image_count: int = 0
-    paths: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)  # stdio only: the saved files
+    # The saved images: kling:// resource URIs (signed download links over HTTP with a public URL).
+    links: list[str] = Field(default_factory=list)
 
 
 class TaskListAnswer(BaseModel):
@@ -138,6 +142,7 @@ class TaskListAnswer(BaseModel):
             return f"{tag}No tasks on page {self.page}."
         lines = [f"{tag}{len(self.tasks)} task(s) on page {self.page}:"]
         for t in self.tasks:
-            saved = f", {len(t.paths)} saved" if t.paths else ""
+            count = len(t.links or t.paths)
+            saved = f", {count} saved" if count else ""
             lines.append(f"  {t.task_id} {t.status}, {t.image_count} image(s){saved}")
         return "\n".join(lines)

@@ -2,6 +2,11 @@
 
 ``load_settings()`` is called at start-up by the CLI, never at import time, so tests can set the
 environment first. Secrets are ``SecretStr``: they print as ``**********`` in any repr or log.
+
+Longer than 300 lines on purpose: every setting, its default, its range and the check that
+refuses a bad value sit in one class, read once, so a reader (and the README's configuration
+table) has one place to look; splitting settings by topic would put the same ``KLING_*`` prefix
+and placeholder checks in several modules and make "what can be configured?" a search.
 """
 
 from __future__ import annotations
@@ -158,6 +163,9 @@ class Settings(BaseSettings):
     link_secret: SecretStr | None = Field(default=None, description="Key signing download links.")
     link_ttl_seconds: int = Field(
         default=86400, ge=10, le=30 * 86400, description="How long a download link stays valid."
+    )
+    shared_tasks: bool = Field(
+        default=False, description="Every signed-in caller sees every task (off: each their own)."
     )
 
     @field_validator(

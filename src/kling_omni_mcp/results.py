@@ -64,6 +64,8 @@ class Sidecar(BaseModel):
 
     task_id: str
     external_task_id: str | None = None
+    #: Who created the task here (ownership.py); set once at create, never by a later look.
+    owner: str | None = None
     simulated: bool | None = None
     model: str | None = None
     prompt: str | None = None
@@ -145,16 +147,28 @@ class ResultRecorder:
         found = await anyio.to_thread.run_sync(self.store.find_saved_images, task_id)
         return [str(p) for p in found]
 
+    async def owner_record(self, task_id: str) -> tuple[str | None, str | None] | None:
+        """``(owner, external_task_id)`` from the task's sidecar; None when there is none."""
+        sidecar = await self._read(task_id)
+        return None if sidecar is None else (sidecar.owner, sidecar.external_task_id)
+
     # --- sidecars ----------------------------------------------------------------------------
 
     async def record_created(
-        self, task: TaskData, request: CreateImageRequest, inputs: Sequence[PreparedImage], units: int
+        self,
+        task: TaskData,
+        request: CreateImageRequest,
+        inputs: Sequence[PreparedImage],
+        units: int,
+        *,
+        owner: str | None = None,
     ) -> None:
-        """The sidecar of a task just created here: the prompt, the parameters, the inputs."""
+        """The sidecar of a task just created here: its owner, the prompt, the parameters, the inputs."""
         await self._merge(
             Sidecar(
                 task_id=task.task_id,
                 external_task_id=task.external_task_id or request.external_task_id,
+                owner=owner,
                 simulated=self._simulated,
                 model=request.model_name,
                 prompt=request.prompt,

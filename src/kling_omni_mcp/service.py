@@ -10,6 +10,7 @@ message says what was wrong and what to do, so the MCP layer passes it through v
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -23,6 +24,12 @@ from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_
 from kling_omni_mcp.budget import ConfirmFn, Spending
 from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.input_refs import (
+    KLING_IMAGE_URI,
+    local_path_refusal,
+    looks_like_local_path,
+    parse_image_uri,
+)
 from kling_omni_mcp.keyed_locks import KeyedLocks
 from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
@@ -31,6 +38,7 @@ from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.media.inputs import PreparedImage, prepare_image_input
 from kling_omni_mcp.media.outputs import ResultStore
+from kling_omni_mcp.ownership import LOCAL_CALLER, Caller, TaskOwners, not_found_message
 from kling_omni_mcp.progress import ProgressFn, WaitProgress
 from kling_omni_mcp.request_builder import (
     CreateImageParams,
@@ -42,7 +50,7 @@ from kling_omni_mcp.results import ResultRecorder
 from kling_omni_mcp.store import StateStore
 from kling_omni_mcp.watch import WatcherRegistry
 
-__all__ = ["CreateImageParams", "KlingService", "ProgressFn", "ServiceError"]
+__all__ = ["LOCAL_CALLER", "Caller", "CreateImageParams", "KlingService", "ProgressFn", "ServiceError"]
 
 #: Extra seconds a finished wait may spend saving images before it answers with their URLs.
 SAVE_GRACE_SECONDS = 2.0
@@ -84,6 +92,7 @@ class KlingService:
             shared=shared,
         )
         self._create_locks = KeyedLocks()
+        self.owners = TaskOwners(self.results.owner_record, shared=settings.shared_tasks)
 
     def attach(self, task_group: TaskGroup) -> None:
         """Run poll loops and background saves in ``task_group`` (the server lifespan's)."""
@@ -109,13 +118,14 @@ class KlingService:
         wait_seconds: float = 0,
         progress: ProgressFn | None = None,
         confirm: ConfirmFn | None = None,
+        caller: Caller = LOCAL_CALLER,
     ) -> TaskAnswer:
         """Check everything that can be checked locally, then create one task (never two)."""
         client = self.client  # refuse early when there are no credentials
         if problem := callback_url_problem(params.callback_url, self.settings):
             raise ServiceError(problem)
         check_before_reading(params)  # cheap mistakes before any file is read
-        prepared = await self._prepare_images(params.images)
+        prepared = await self._prepare_images(params.images, caller)
         callback = f"{self.settings.public_url}/callbacks/kling" if self.settings.public_url else None
         built = build_create_request(
             params, prepared, external_task_id=new_external_task_id(), default_callback_url=callback
@@ -124,6 +134,11 @@ class KlingService:
         external_id = request.external_task_id or ""
         async with self._create_locks.hold(external_id):
             existing = await self._existing_task(external_id) if params.external_task_id else None
+            if existing is not None and not await self.owners.visible(existing.task_id, caller):
+                raise ServiceError(
+                    f"external_task_id {external_id!r} cannot be used: choose another one (or leave it "
+                    "out and a unique one is made)."
+                )
             if existing is not None:
                 notes.append(
                     f"A task with external_task_id {external_id!r} already exists: returned it instead of "
@@ -134,14 +149,15 @@ class KlingService:
                 async with self.spending.guard(request, built.units, confirm) as spending_notes:
                     task = await client.create_task(request)
                 notes.extend(spending_notes)
-                await self.results.record_created(task, request, prepared, built.units)
+                self.owners.record(caller.identity, task.task_id, task.external_task_id or external_id)
+                await self.results.record_created(task, request, prepared, built.units, owner=caller.identity)
                 answer = await self.results.answer_for(
                     task, estimated_units=built.units, model=request.model_name, notes=notes
                 )
                 if not answer.done:
                     answer.next_call = _wait_call(task.task_id)
         if wait_seconds > 0 and not answer.done:
-            waited = await self.wait_for_task(answer.task_id, wait_seconds, progress)
+            waited = await self.wait_for_task(answer.task_id, wait_seconds, progress, caller=caller)
             waited.estimated_units = built.units
             waited.notes = notes + waited.notes
             return waited
@@ -153,20 +169,79 @@ class KlingService:
         except KlingTaskNotFoundError:
             return None
 
-    async def _prepare_images(self, images: Sequence[str]) -> list[PreparedImage]:
+    async def _prepare_images(self, images: Sequence[str], caller: Caller) -> list[PreparedImage]:
         out: list[PreparedImage] = []
-        dirs = self.settings.allowed_input_dirs
+        # Over HTTP the server's home folder is not the caller's: only folders the operator named.
+        remote_without_dirs = caller.remote and self.settings.input_dirs is None
+        dirs = [] if remote_without_dirs else self.settings.allowed_input_dirs
         for position, value in enumerate(images, start=1):
+            label = f"images[{position - 1}] (<<<image_{position}>>>)"
             try:
+                earlier = parse_image_uri(value)
+            except ValueError as exc:
+                raise ServiceError(f"{label}: {exc}") from None
+            try:
+                if earlier is not None:
+                    task_id, index = earlier
+                    out.append(await self._prepare_earlier_result(label, task_id, index, value, caller))
+                    continue
+                if remote_without_dirs and looks_like_local_path(value):
+                    raise ServiceError(f"{label}: {local_path_refusal()}")
                 prepare = functools.partial(prepare_image_input, value, allowed_dirs=dirs)
                 out.append(await anyio.to_thread.run_sync(prepare))
             except MediaError as exc:
-                raise ServiceError(f"images[{position - 1}] (<<<image_{position}>>>): {exc}") from None
+                raise ServiceError(f"{label}: {exc}") from None
         return out
 
+    async def _prepare_earlier_result(
+        self, label: str, task_id: str, index: int, value: str, caller: Caller
+    ) -> PreparedImage:
+        """An image this server saved, read from the output folder (never fetched again)."""
+        path = None
+        if await self.owners.visible(task_id, caller):
+            path = await anyio.to_thread.run_sync(self.store.saved_image, task_id, index)
+        if path is None:
+            raise ServiceError(
+                f"{label}: no saved image {index} of task {task_id!r} is known to this server. Use the "
+                f'kling:// reference that get_task(task_id="{task_id}") or wait_for_task gives for an image '
+                "of one of your finished tasks (list_tasks shows them), or send the image itself."
+            )
+        prepare = functools.partial(prepare_image_input, str(path), allowed_dirs=[self.store.root])
+        try:
+            prepared = await anyio.to_thread.run_sync(prepare)
+        except MediaError as exc:  # name the reference, never the server's path
+            raise ServiceError(f"{label}: {str(exc).replace(str(path), value.strip())}") from None
+        return dataclasses.replace(prepared, source=value.strip())
+
+    # --- ownership -----------------------------------------------------------------------------
+    async def visible_to(self, task_id: str, caller: Caller) -> bool:
+        """True when ``caller`` may see ``task_id`` (its own, or shared tasks, or a local caller).
+
+        Decided from what this server recorded; an external id not seen since a restart is looked
+        up at the vendor once to find its task id.
+        """
+        if await self.owners.visible(task_id, caller):
+            return True
+        known, _owner = await self.owners.owner_of(task_id)
+        if known:
+            return False
+        try:
+            task = await self.client.get_task(task_id)
+        except KlingTaskNotFoundError:
+            return False
+        return task.task_id != task_id and await self.owners.visible(task.task_id, caller)
+
+    async def check_owner(self, task_id: str, caller: Caller) -> None:
+        """Raise ``ServiceError`` (the unknown-task message) unless ``caller`` may see ``task_id``."""
+        if not self.owners.isolates(caller):
+            return
+        if not await self.visible_to(task_id, caller):
+            raise ServiceError(not_found_message(task_id))
+
     # --- query ---------------------------------------------------------------------------------
-    async def get_task(self, task_id: str) -> TaskAnswer:
+    async def get_task(self, task_id: str, *, caller: Caller = LOCAL_CALLER) -> TaskAnswer:
         """The task's state; a finished task's images are saved locally on first sight."""
+        await self.check_owner(task_id, caller)
         task = await self.client.get_task(task_id)
         watcher = self.watchers.find(task_id, task.task_id, task.external_task_id)
         if watcher is not None:
@@ -174,13 +249,19 @@ class KlingService:
         return await self._answer(task)
 
     async def wait_for_task(
-        self, task_id: str, budget: float, progress: ProgressFn | None = None
+        self,
+        task_id: str,
+        budget: float,
+        progress: ProgressFn | None = None,
+        *,
+        caller: Caller = LOCAL_CALLER,
     ) -> TaskAnswer:
         """Wait up to ``budget`` seconds; return the finished task, or a resumable answer.
 
         Answers within ``budget`` + ``SAVE_GRACE_SECONDS`` (plus rendering): images still
         downloading then are listed by URL and saved in the background.
         """
+        await self.check_owner(task_id, caller)
         deadline = anyio.current_time() + budget
         reporter = WaitProgress(task_id, budget, progress)
         outcome = await self.watchers.wait(task_id, budget, reporter.tick)
@@ -202,21 +283,42 @@ class KlingService:
         )
         return answer
 
-    async def list_tasks(self, page: int = 1, page_size: int = 20) -> TaskListAnswer:
-        """A page of recent tasks with their status and any files already saved."""
+    async def list_tasks(
+        self, page: int = 1, page_size: int = 20, *, caller: Caller = LOCAL_CALLER
+    ) -> TaskListAnswer:
+        """A page of recent tasks with their status and any files already saved.
+
+        Under isolation the vendor's page is filtered to the caller's own tasks, so a page may
+        hold fewer than ``page_size`` rows.
+        """
         tasks = await self.client.list_tasks(page=page, page_size=page_size)
-        rows = [
-            TaskSummary(
-                task_id=task.task_id,
-                external_task_id=task.external_task_id,
-                status=task.plain_status,
-                created_at=iso_time(task.created_at),
-                image_count=len(task.result_images),
-                paths=await self.results.saved_paths(task.task_id),
+        rows = []
+        for task in tasks:
+            if not await self.owners.visible(task.task_id, caller):
+                continue
+            paths = await self.results.saved_paths(task.task_id)
+            rows.append(
+                TaskSummary(
+                    task_id=task.task_id,
+                    external_task_id=task.external_task_id,
+                    status=task.plain_status,
+                    created_at=iso_time(task.created_at),
+                    image_count=len(task.result_images),
+                    links=[
+                        KLING_IMAGE_URI.format(task_id=task.task_id, index=i)
+                        for i in await self._saved_indices(task)
+                    ],
+                    paths=paths,
+                )
             )
-            for task in tasks
-        ]
         return TaskListAnswer(page=page, page_size=page_size, simulated=self.simulated, tasks=rows)
+
+    async def _saved_indices(self, task: TaskData) -> list[int]:
+        def find() -> list[int]:
+            store = self.store
+            return [img.index for img in task.result_images if store.saved_image(task.task_id, img.index)]
+
+        return await anyio.to_thread.run_sync(find)
 
     # --- callbacks -----------------------------------------------------------------------------
     def on_callback(self, notice: CallbackNotice) -> bool:

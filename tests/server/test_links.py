@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from kling_omni_mcp._asgi import serve_asgi
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.server.http import build_http_app
 from kling_omni_mcp.server.links import KEY_FILE_NAME, LinkSigner, build_link_signer, load_or_create_key
 from tests.conftest import SimHandle, free_port, text_of
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.anyio
 TOKEN = "links-tok-7c1e9f3a2b"
 
 
-async def make_image(url: str) -> tuple[str, Path]:
+async def make_image(url: str, output_dir: Path) -> tuple[str, Path]:
     """Create an image through the MCP tools over HTTP; its task id and saved file."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60))
@@ -36,7 +37,11 @@ async def make_image(url: str) -> tuple[str, Path]:
         assert not created.is_error, text_of(created)
         data = created.structured_content
         assert data is not None and data["status"] == "succeeded"
-        return str(data["task_id"]), Path(data["images"][0]["path"])
+        assert data["images"][0]["path"] is None  # over HTTP the answer never names a server path
+        task_id = str(data["task_id"])
+        saved = ResultStore(output_dir).saved_image(task_id, 0)
+        assert saved is not None
+        return task_id, saved
 
 
 def with_query(link: str, **changes: str | None) -> str:
@@ -56,7 +61,7 @@ async def test_link_serves_exact_bytes_without_a_token_and_refuses_altered_links
     port = free_port()
     settings = make_settings(simulator.base_url, mcp_auth_tokens=TOKEN, public_url=f"http://127.0.0.1:{port}")
     async with serve_asgi(build_http_app(settings), port=port) as url:
-        task_id, saved = await make_image(url)
+        task_id, saved = await make_image(url, settings.output_dir)
         signer = build_link_signer(settings)
         assert signer is not None
         link = signer.url(task_id, 0)
@@ -111,7 +116,7 @@ async def test_expiry_is_honoured_within_seconds(
         simulator.base_url, mcp_auth_tokens=TOKEN, public_url=f"http://127.0.0.1:{port}", link_ttl_seconds=10
     )
     async with serve_asgi(build_http_app(settings), port=port) as url:
-        task_id, _saved = await make_image(url)
+        task_id, _saved = await make_image(url, settings.output_dir)
         signer = build_link_signer(settings)
         assert signer is not None
         short = LinkSigner(signer._key, base_url=signer.base_url, ttl_seconds=2)

@@ -10,13 +10,16 @@ Element ids exceed 2**53, so they are Python ``int`` end to end and leave as exa
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kling_omni_mcp.kling.capabilities import DEFAULT_MODEL, AspectRatio, ModelName, Resolution, ResultType
+from kling_omni_mcp.kling.errors import KlingValidationError
 from kling_omni_mcp.kling.lenient import MAX_RESULT_IMAGES, lenient_task
 
 __all__ = [
+    "OMNI_IMAGE_PATH",
     "AspectRatio",
     "CreateImageRequest",
     "ElementRef",
@@ -31,7 +34,24 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "WatermarkInfo",
+    "task_path",
 ]
+
+#: Where tasks are created (POST) and listed (GET); one task is at ``task_path(id)``.
+OMNI_IMAGE_PATH = "/v1/images/omni-image"
+
+
+def task_path(task_id: str) -> str:
+    """The path of one task: ``task_id`` as one escaped segment, so ``../x`` or ``a/b`` can never
+    change the path."""
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise KlingValidationError("task_id", task_id, "must be a non-empty task id or external task id")
+    segment = quote(task_id, safe="")
+    if set(segment) == {"."}:
+        # "." and ".." survive quote() and would be folded away as dot segments by URL handling.
+        segment = segment.replace(".", "%2E")
+    return f"{OMNI_IMAGE_PATH}/{segment}"
+
 
 TaskStatus = Literal["submitted", "processing", "succeed", "failed"]
 #: A task's status in plain words, as every answer shows it.

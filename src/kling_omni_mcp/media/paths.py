@@ -12,6 +12,11 @@ allowed folder can swap a parent folder for a symlink in between. ``open_input_f
 opens first and checks the file it got: its real path read back through the descriptor
 (``/proc/self/fd`` on Linux, ``F_GETPATH`` on macOS) must be inside the allowed folders, or, where
 neither exists, its device and inode must be those of the confined path resolved afterwards.
+Before that, the open itself descends folder by folder with ``O_NOFOLLOW`` (``openat``), so a
+folder swapped for a symlink after the check is never followed at all.
+
+This module is a little over 300 lines on purpose: every rule about which local path may be
+touched lives here, so one review covers the whole threat.
 """
 
 from __future__ import annotations

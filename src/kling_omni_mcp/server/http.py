@@ -113,7 +113,8 @@ def build_http_app(
     """The whole HTTP application (no socket is opened here)."""
     limits = limits or HttpLimits()
     slot = ServiceSlot()
-    server = build_server(settings, slot=slot)
+    signer = build_link_signer(settings)
+    server = build_server(settings, slot=slot, remote=True, links=signer)
     security = transport_security(settings)
     mcp_app: ASGIApp = server.streamable_http_app(
         streamable_http_path="/mcp",
@@ -127,7 +128,6 @@ def build_http_app(
         quota = SessionQuota(mcp_app, limit=settings.mcp_max_sessions, manager=server.session_manager)
         mcp_app = CancelOnDisconnect(quota)
     sign_in = build_sign_in(mcp_app, settings)
-    signer = build_link_signer(settings)
     callback = callback_endpoint(
         enabled=settings.public_url is not None,
         secret=callback_secret(settings),

@@ -4,6 +4,11 @@ One answer never exceeds ``ANSWER_CHAR_LIMIT`` (100,000 characters, all blocks t
 swap larger results for a file pointer (Claude's apps at ~150,000) and every inline byte costs the
 model context. The previews share a fixed character budget within it: they shrink, then drop,
 as images are added, and the text says so.
+
+How a client reaches a saved file is decided here, per transport: over stdio the answer names the
+file (``path``, a ``file://`` resource link); over HTTP it never names a server path (they mean
+nothing to a remote client and reveal the server's layout) and gives a signed download link
+(``KLING_PUBLIC_URL`` set) or the ``kling://`` resource URI instead, in ``link`` and the resource link.
 """
 
 from __future__ import annotations
@@ -17,12 +22,27 @@ import anyio
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from pydantic import BaseModel
 
-from kling_omni_mcp.answers import TaskAnswer
+from kling_omni_mcp.answers import ImageInfo, TaskAnswer, TaskListAnswer
+from kling_omni_mcp.input_refs import KLING_IMAGE_URI, parse_image_uri
 
 if TYPE_CHECKING:
     from kling_omni_mcp.media.previews import Preview
+    from kling_omni_mcp.server.links import LinkSigner
 
-__all__ = ["ANSWER_CHAR_LIMIT", "PREVIEW_CHAR_BUDGET", "render_answer", "render_model"]
+__all__ = [
+    "ANSWER_CHAR_LIMIT",
+    "NO_PUBLIC_URL_NOTE",
+    "PREVIEW_CHAR_BUDGET",
+    "render_answer",
+    "render_model",
+    "render_task_list",
+]
+
+#: Over HTTP without KLING_PUBLIC_URL there is no address a link could use.
+NO_PUBLIC_URL_NOTE = (
+    "Read the images as MCP resources (the kling:// URIs above); this server has no public URL "
+    "(KLING_PUBLIC_URL) for download links."
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +69,44 @@ def _preview_of(path: str, _mtime_ns: int, _size: int, side: int, max_bytes: int
     return make_preview(Path(path), max_side=side, max_bytes=max_bytes)
 
 
+#: Where the full-size images are, by transport (remote: True over HTTP).
+_FULL_SIZE = {True: "the full-size images are at their links.", False: "the full-size files are on disk."}
+
+
+def _remote_link(links: LinkSigner | None, task_id: str, index: int) -> str:
+    """Where a remote client gets a saved image: a signed link, or the kling:// resource."""
+    if links is not None:
+        return links.url(task_id, index)
+    return KLING_IMAGE_URI.format(task_id=task_id, index=index)
+
+
+def _for_remote(answer: TaskAnswer, links: LinkSigner | None) -> TaskAnswer:
+    """The answer with each saved image's path replaced by its link."""
+    images: list[ImageInfo] = []
+    for img in answer.images:
+        link = _remote_link(links, answer.task_id, img.index) if img.path else None
+        images.append(img.model_copy(update={"path": None, "link": link}))
+    notes = list(answer.notes)
+    if links is None and any(img.link for img in images):
+        notes.append(NO_PUBLIC_URL_NOTE)
+    return answer.model_copy(update={"images": images, "notes": notes})
+
+
+def render_task_list(
+    answer: TaskListAnswer, *, remote: bool = False, links: LinkSigner | None = None
+) -> CallToolResult:
+    """``list_tasks``: file paths on stdio; over HTTP, no paths, and signed links when there is a
+    public URL (the service gives ``kling://`` URIs; ``parse_image_uri`` reads their index back)."""
+    if remote:
+        rows = []
+        for row in answer.tasks:
+            found = [parse_image_uri(uri) for uri in row.links]
+            uris = [_remote_link(links, ref[0], ref[1]) for ref in found if ref is not None]
+            rows.append(row.model_copy(update={"paths": [], "links": uris}))
+        answer = answer.model_copy(update={"tasks": rows})
+    return render_model(answer, answer.summary())
+
+
 def render_model(model: BaseModel, text: str) -> CallToolResult:
     """A plain structured answer with its text summary."""
     return CallToolResult(
@@ -57,8 +115,12 @@ def render_model(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
-async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolResult:
+async def render_answer(
+    answer: TaskAnswer, *, preview_size: int, remote: bool = False, links: LinkSigner | None = None
+) -> CallToolResult:
     """Text summary, one ``resource_link`` per saved image, and previews within the budget.
+
+    ``remote`` (HTTP): links instead of paths, see the module docstring; ``links`` signs them.
 
     A failed task is a result, not a crash: ``isError`` is set so the host shows it as a
     failure, and ``structuredContent`` still carries the task (status, reason, what to do next).
@@ -96,25 +158,29 @@ async def render_answer(answer: TaskAnswer, *, preview_size: int) -> CallToolRes
         if made < len(saved):
             preview_note = (
                 f"Inline previews: {made} of {len(saved)} shown (kept small to save context); "
-                "the full-size files are on disk."
+                + _FULL_SIZE[remote]
             )
         elif made and side < preview_size:
-            preview_note = (
-                f"Inline previews are scaled to {side} px to fit {len(saved)} images; full files on disk."
+            preview_note = f"Inline previews are scaled to {side} px to fit {len(saved)} images; " + (
+                "full-size images at their links." if remote else "full files on disk."
             )
     if preview_note:
         answer = answer.model_copy(update={"notes": [*answer.notes, preview_note]})
+    if remote:
+        answer = _for_remote(answer, links)
     blocks.append(TextContent(type="text", text=answer.summary()))
+    shown = {img.index: img for img in answer.images}
     for img in saved:
         assert img.path is not None
+        resource = KLING_IMAGE_URI.format(task_id=answer.task_id, index=img.index)
         blocks.append(
             ResourceLink(
                 type="resource_link",
                 name=Path(img.path).name,
                 title=f"Task {answer.task_id} image {img.index}",
-                uri=Path(img.path).as_uri(),
+                uri=(shown[img.index].link or resource) if remote else Path(img.path).as_uri(),
                 mime_type=img.mime_type or "image/png",
-                description=f"kling://tasks/{answer.task_id}/images/{img.index}",
+                description=resource,
             )
         )
     blocks.extend(previews)

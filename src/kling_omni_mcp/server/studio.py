@@ -32,6 +32,7 @@ from kling_omni_mcp.answers import Status, TaskAnswer
 from kling_omni_mcp.kling.capabilities import MODEL_CAPABILITIES
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.media.sniff import sniff
+from kling_omni_mcp.ownership import not_found_message
 from kling_omni_mcp.service import ServiceError
 
 if TYPE_CHECKING:
@@ -155,14 +156,17 @@ async def task_snapshot(task_id: TaskId, ctx: Context[Any, Any]) -> CallToolResu
 
     Its structured content is a ``TaskSnapshot``; no output schema is declared, because every
     schema byte lands in the model's context and only the view reads this tool."""
+    state = ctx.request_context.lifespan_context
     try:
-        answer = await _service(ctx).get_task(task_id)
+        answer = await state.service.get_task(task_id, caller=state.caller())
     except KlingError as exc:
         raise ToolError(exc.describe()) from None
     except ServiceError as exc:
         raise ToolError(str(exc)) from None
     # A failed task is a state to show (with the reason and what to do), not an error of this call.
     snap = snapshot_of(answer, message=answer.failure_note() if answer.status == "failed" else None)
+    if state.remote:  # a server path means nothing to a remote view and reveals the server's layout
+        snap.images = [img.model_copy(update={"path": None}) for img in snap.images]
     text = f"Task {snap.task_id} {snap.status}; {len(snap.images)} image(s)."
     return CallToolResult(
         content=[TextContent(type="text", text=text)],
@@ -290,6 +294,8 @@ def register_studio(server: MCPServer[Any]) -> None:
         mime_type="image/jpeg",
     )
     async def task_thumbnail(task_id: str, index: str, ctx: Context[Any, Any]) -> bytes:
+        if not await ctx.request_context.lifespan_context.may_see(task_id):
+            raise ResourceError(not_found_message(task_id))  # someone else's task: as if unknown
         path = _saved_path(_service(ctx), task_id, index)
         made = await anyio.to_thread.run_sync(thumbnail, path)
         if made is None:

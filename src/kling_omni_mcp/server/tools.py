@@ -37,7 +37,7 @@ from kling_omni_mcp.kling.capabilities import (
 from kling_omni_mcp.kling.errors import KlingError
 from kling_omni_mcp.media.errors import MediaError
 from kling_omni_mcp.server.confirm import SpendConfirmation, ask_to_confirm, confirm_from
-from kling_omni_mcp.server.render import render_answer, render_model
+from kling_omni_mcp.server.render import render_answer, render_task_list
 from kling_omni_mcp.server.schema import compact_registered_schemas
 from kling_omni_mcp.server.studio import STUDIO_TOOL_META
 from kling_omni_mcp.service import CreateImageParams, KlingService, ServiceError
@@ -57,7 +57,7 @@ TaskId = Annotated[
         min_length=1,
         max_length=128,
         pattern=r"^[A-Za-z0-9._:-]+$",
-        description="task_id from create_image (or your external_task_id).",
+        description="From create_image, or your external_task_id.",
     ),
 ]
 
@@ -88,8 +88,20 @@ async def tool_errors(tool: str) -> AsyncIterator[None]:
 
 
 def _service(ctx: Context[Any, Any]) -> KlingService:
+    return _state(ctx).service
+
+
+def _state(ctx: Context[Any, Any]) -> AppContext:
     state: AppContext = ctx.request_context.lifespan_context
-    return state.service
+    return state
+
+
+async def _render(ctx: Context[Any, Any], answer: TaskAnswer) -> CallToolResult:
+    """The answer as this transport's client reaches files (paths on stdio, links over HTTP)."""
+    state = _state(ctx)
+    return await render_answer(
+        answer, preview_size=state.service.settings.preview_size, remote=state.remote, links=state.links
+    )
 
 
 async def _progress(ctx: Context[Any, Any]) -> Any:
@@ -111,8 +123,8 @@ Reuse the same external_task_id when retrying: you get the same task, never a se
 
 def wait_description(settings: Settings) -> str:
     """What ``wait_for_task`` does, with this server's default budget."""
-    return f"""Wait for a task to finish, with progress; saves the images, returns their paths. Free.
-If the time budget runs out it returns done=false (not an error): call wait_for_task again.
+    return f"""Wait for a task to finish, with progress; saves and returns the images. Free.
+If time runs out it returns done=false (not an error): call it again.
 timeout_seconds defaults to the server's setting ({settings.wait_seconds:g} s), max {MAX_WAIT_SECONDS}."""
 
 
@@ -149,7 +161,7 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
             list[str],
             Field(
                 max_length=MAX_REFERENCES,
-                description="Reference images: absolute file paths, http(s) URLs or Base64.",
+                description="Reference images: http(s) URLs, Base64, kling:// URIs, file paths.",
             ),
         ] = [],  # noqa: B006 - pydantic copies defaults
         element_ids: Annotated[
@@ -205,21 +217,22 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
                 wait_seconds=wait_seconds,
                 progress=await _progress(ctx),
                 confirm=confirm_from(ctx, confirmation),
+                caller=_state(ctx).caller(),
             )
-            return await render_answer(answer, preview_size=service.settings.preview_size)
+            return await _render(ctx, answer)
 
     @server.tool(
         name="get_task",
         title="Get task",
-        description="Check a task once (free). A finished task's images are saved to disk on first sight "
-        "and their paths returned. To wait for a running task use wait_for_task instead.",
+        description="Check a task once (free); a finished task's images are saved and returned. "
+        "To wait, use wait_for_task.",
         annotations=_READS_VENDOR,
     )
     async def get_task(task_id: TaskId, ctx: Context[Any, Any]) -> Annotated[CallToolResult, TaskAnswer]:
         async with tool_errors("get_task"):
             service = _service(ctx)
-            answer = await service.get_task(task_id)
-            return await render_answer(answer, preview_size=service.settings.preview_size)
+            answer = await service.get_task(task_id, caller=_state(ctx).caller())
+            return await _render(ctx, answer)
 
     @server.tool(
         name="wait_for_task",
@@ -238,13 +251,15 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
         async with tool_errors("wait_for_task"):
             service = _service(ctx)
             budget = timeout_seconds if timeout_seconds is not None else service.settings.wait_seconds
-            answer = await service.wait_for_task(task_id, budget, await _progress(ctx))
-            return await render_answer(answer, preview_size=service.settings.preview_size)
+            answer = await service.wait_for_task(
+                task_id, budget, await _progress(ctx), caller=_state(ctx).caller()
+            )
+            return await _render(ctx, answer)
 
     @server.tool(
         name="list_tasks",
         title="List tasks",
-        description="List recent image tasks, newest first (free): status, image count, saved file paths.",
+        description="List recent image tasks, newest first (free).",
         annotations=_READS_VENDOR,
     )
     async def list_tasks(
@@ -253,8 +268,9 @@ def register_tools(server: MCPServer[AppContext], settings: Settings) -> None:
         page_size: Annotated[int, Field(ge=1, le=100)] = 20,
     ) -> Annotated[CallToolResult, TaskListAnswer]:
         async with tool_errors("list_tasks"):
-            answer = await _service(ctx).list_tasks(page=page, page_size=page_size)
-            return render_model(answer, answer.summary())
+            state = _state(ctx)
+            answer = await state.service.list_tasks(page=page, page_size=page_size, caller=state.caller())
+            return render_task_list(answer, remote=state.remote, links=state.links)
 
     from kling_omni_mcp.server.account_tool import register_account_tool  # it imports this module
 

@@ -1,5 +1,8 @@
 """The simulated vendor's HTTP surface: routes, the envelope, auth and validation glue.
 
+The vendor's own routes are handled here; the test-control routes live in ``admin``, body
+reading in ``body``, the rules in ``validation``.
+
 Routes (``{id}`` is a task id or an external task id)::
 
     POST /v1/images/omni-image           create a task
@@ -16,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -35,10 +36,12 @@ from starlette.types import Receive, Scope, Send
 
 from . import contract as c
 from .account import ACCOUNT_COSTS_PATH, account_costs
+from .admin import AdminHandlers, Endpoint, local_only
 from .auth import check_authorization
+from .body import parse_json_body, read_body
 from .connection import ConnectionControl, abort_after_response, drop_answer
 from .envelope import ApiError, envelope_response, error_response
-from .validation import parse_json_body, validate_create
+from .validation import validate_create
 
 if TYPE_CHECKING:
     from .sim import Simulator
@@ -48,17 +51,11 @@ __all__ = ["build_app"]
 logger = logging.getLogger(__name__)
 
 _RESULT_NAME = re.compile(r"^(\d{1,2})(-watermark)?\.png$")
-_ADMIN_BODY_LIMIT = 64 * 1024
-#: Past the body limit, up to this much more is read and dropped so the client sees the 413.
-_DRAIN_BYTES = 32 * 1024 * 1024
-_DRAIN_SECONDS = 5.0
 _INLINE_WORK_BYTES = 1024 * 1024
 _HTML_ERROR_PAGE = (
     b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
     b"<body><h1>502 Bad Gateway</h1><p>The CDN could not reach the origin (simulated).</p></body></html>"
 )
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class _SimulatorApp(Starlette):
@@ -73,43 +70,6 @@ class _SimulatorApp(Starlette):
 
 def _base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, read as a stream and refused (413) as soon as it passes ``limit`` bytes."""
-    too_big = ApiError(
-        413,
-        1200,
-        f"request body is too large: the limit is {limit} bytes",
-        headers={"connection": "close"},
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + _DRAIN_BYTES:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    stream = request.stream()
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            await _drain(stream)
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _drain(stream: AsyncIterator[bytes]) -> None:
-    """Read and drop what the client is still sending, within bounds.
-
-    Answering while the client is still writing makes many clients see a broken pipe instead of
-    the 413; past these bounds the connection is closed anyway.
-    """
-    drained = 0
-    with anyio.move_on_after(_DRAIN_SECONDS):
-        async for chunk in stream:
-            drained += len(chunk)
-            if drained > _DRAIN_BYTES:
-                break
 
 
 def _page_param(request: Request, name: str, default: int, bounds: tuple[int, int]) -> int:
@@ -152,7 +112,7 @@ class _Handlers:
         sim = self.sim
         sim.counters.create_requests += 1
         await self._delay("create")
-        raw = await _read_body(request, sim.config.max_body_bytes)
+        raw = await read_body(request, sim.config.max_body_bytes)
         parsed: Any = None
         parse_error: ApiError | None = None
         # Big bodies (Base64 images) are parsed and measured off the event loop.
@@ -252,28 +212,6 @@ class _Handlers:
             return _TruncatedResponse(data, keep=len(data) // 2)
         return Response(data, media_type="image/png", headers={"cache-control": "private, max-age=86400"})
 
-    # --- test control -------------------------------------------------------------------------------
-    async def admin_faults(self, request: Request) -> Response:
-        body = parse_json_body(await _read_body(request, _ADMIN_BODY_LIMIT))
-        if not isinstance(body, dict) or not isinstance(body.get("action"), str):
-            raise ApiError(400, 1200, 'body must be a JSON object with an "action" string')
-        params = {k: v for k, v in body.items() if k != "action"}
-        try:
-            _apply_admin_action(self.sim, body["action"], params)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ApiError(400, 1201, f"action {body['action']!r}: {exc}") from None
-        return envelope_response({"armed": self.sim.faults.armed()})
-
-    async def admin_counters(self, request: Request) -> Response:
-        data = self.sim.counters.as_dict()
-        data["tasks"] = self.sim.task_count()
-        data["armed"] = self.sim.faults.armed()
-        return envelope_response(data)
-
-    async def admin_reset(self, request: Request) -> Response:
-        self.sim.reset()
-        return envelope_response({"reset": True})
-
 
 class _TruncatedResponse(Response):
     """Announces the full length, sends ``keep`` bytes, then has the connection cut."""
@@ -286,52 +224,6 @@ class _TruncatedResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[: self._keep], "more_body": True})
         abort_after_response(scope)
-
-
-def _apply_admin_action(sim: Simulator, action: str, params: dict[str, Any]) -> None:
-    faults = sim.faults
-    if "status" in params:  # a friendlier spelling for curl users
-        params["http_status"] = params.pop("status")
-    actions: dict[str, Callable[..., object]] = {
-        "fail_next": faults.fail_next,
-        "delay_next": faults.delay_next,
-        "lose_next_create": faults.lose_next_create,
-        "cut_next_downloads": faults.cut_next_downloads,
-        "html_next_downloads": faults.html_next_downloads,
-        "fail_next_tasks": faults.fail_next_tasks,
-        "fail_task": lambda id, **kw: sim.fail_task(str(id), **kw),
-        "set_concurrency_limit": faults.set_concurrency_limit,
-        "clear": faults.clear,
-    }
-    if action not in actions:
-        raise ValueError(f"unknown action; use one of {', '.join(actions)}")
-    actions[action](**params)
-
-
-def _host_allowed(sim: Simulator, netloc: str) -> bool:
-    """Loopback names and addresses, or one of the configured admin hosts (any port)."""
-    host = urlsplit(f"//{netloc}").hostname or ""
-    if host in ("localhost", *sim.config.admin_hosts):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _local_only(sim: Simulator, endpoint: Endpoint) -> Endpoint:
-    """The test-control routes answer only to loopback Host/Origin: a web page the user visits
-    must not be able to reach them through DNS rebinding (no vendor auth guards them)."""
-
-    async def checked(request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if not _host_allowed(sim, request.headers.get("host", "")) or (
-            origin is not None and not _host_allowed(sim, urlsplit(origin).netloc)
-        ):
-            raise ApiError(403, 1200, "The /admin routes answer only to a loopback Host and Origin.")
-        return await endpoint(request)
-
-    return checked
 
 
 def _guard(endpoint: Endpoint) -> Endpoint:
@@ -369,6 +261,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def build_app(sim: Simulator) -> Starlette:
     """The Starlette app serving ``sim``; its lifespan stops callbacks on shutdown."""
     h = _Handlers(sim)
+    admin = AdminHandlers(sim)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -383,9 +276,9 @@ def build_app(sim: Simulator) -> Starlette:
         Route("/v1/images/omni-image/{task_id}", _guard(h.query), methods=["GET"]),
         Route(ACCOUNT_COSTS_PATH, _guard(h.account), methods=["GET"]),
         Route("/results/{task_id}/{name}", _guard(h.download), methods=["GET"]),
-        Route("/admin/faults", _guard(_local_only(sim, h.admin_faults)), methods=["POST"]),
-        Route("/admin/counters", _guard(_local_only(sim, h.admin_counters)), methods=["GET"]),
-        Route("/admin/reset", _guard(_local_only(sim, h.admin_reset)), methods=["POST"]),
+        Route("/admin/faults", _guard(local_only(sim, admin.faults)), methods=["POST"]),
+        Route("/admin/counters", _guard(local_only(sim, admin.counters)), methods=["GET"]),
+        Route("/admin/reset", _guard(local_only(sim, admin.reset)), methods=["POST"]),
     ]
     app = _SimulatorApp(
         routes=routes,
