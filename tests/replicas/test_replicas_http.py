@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from redis.asyncio import Redis
@@ -74,9 +75,17 @@ async def test_waits_through_three_replicas_poll_the_vendor_once_and_download_on
             tg.start_soon(wait_alone)
             answers = await _wait_through_each_replica(c, shared, 30)
         assert [a["status"] for a in answers] == ["succeeded"] * 3
-        paths = {img["path"] for a in answers for img in a["images"]}
-        assert len(paths) == 1 and Path(next(iter(paths))).is_file()  # one file, in the shared folder
-        assert Path(next(iter(paths))).is_relative_to(c.output)
+        # Over HTTP an answer names its file by a signed link; each replica's link works through
+        # the proxy (whichever replica serves it) and gives the one file in the shared folder.
+        links = [img["link"] for a in answers for img in a["images"]]
+        assert len(links) == 3 and all(link and f"/files/{shared}/" in link for link in links)
+        saved = [p for p in c.output.rglob("*") if p.is_file() and shared in p.name and p.suffix != ".json"]
+        assert len(saved) == 1, saved
+        async with httpx2.AsyncClient(timeout=10) as raw:
+            for link in links:
+                path = link.split("://", 1)[1].split("/", 1)[1]
+                got = await raw.get(f"{c.url}/{path}")
+                assert got.status_code == 200 and got.content == saved[0].read_bytes()
         queries = sim.sim.counters.queries_by_id
         print(f"vendor queries: three replicas {queries[shared]}, one replica {queries[alone]}")
         assert queries[shared] <= queries[alone] + 2, (queries[shared], queries[alone])
