@@ -20,7 +20,7 @@ from importlib.metadata import version
 
 import anyio
 
-from benchmarks import call_overhead, cold_start, context_cost, finish_delay, input_prep, scale
+from benchmarks import call_overhead, cold_start, context_cost, finish_delay, input_prep, replicas, scale
 from benchmarks._common import Mode, Row, quiet_logging, render_table
 
 __all__ = ["SECTIONS", "machine_line", "main"]
@@ -33,6 +33,7 @@ SECTIONS: list[tuple[str, str, Runner]] = [
     ("overhead", "Call overhead (median of 200 calls; quick: 30)", call_overhead.run),
     ("delay", "Finish-to-answer delay", finish_delay.run),
     ("scale", "Scale: concurrent waits in one server", scale.run),
+    ("replicas", "Replicas: several servers sharing one Redis", replicas.run),
     ("inputs", "Input preparation (median of 3 runs; quick: 1)", input_prep.run),
     ("context", "Context cost", context_cost.run),
 ]

@@ -1,4 +1,5 @@
-"""Scale: 1, 10, 100, 500 concurrent ``wait_for_task`` calls on distinct tasks, in one server.
+"""Scale: 1, 10, 100, 500 concurrent ``wait_for_task`` calls on distinct tasks, in one server,
+then 10,000 waits over 1,000 tasks (``replicas.one_process_rows``).
 
 Each size runs in a fresh child process (so its peak RSS is its own) holding the MCP server and
 an in-memory client; the simulator runs here, in the parent, so its memory and CPU are not
@@ -27,6 +28,7 @@ import anyio
 
 from benchmarks._common import PYTHON, ROOT, TEST_KEY, Mode, Row, child_env, fmt, proc_status_kb
 from benchmarks._sim import simulated_vendor
+from benchmarks.replicas import one_process_rows
 
 __all__ = ["run"]
 
@@ -217,7 +219,7 @@ async def run(mode: Mode) -> list[Row]:
     sizes = {"full": [1, 10, 100, 500], "quick": [1, 10, 50], "smoke": [1, 5]}[mode]
     duration = {"full": 5.0, "quick": 1.0, "smoke": 0.5}[mode]
     results = [await measure_size(size, duration) for size in sizes]
-    return rows_from(results, duration)
+    return rows_from(results, duration) + await one_process_rows(mode, results[0].peak_rss_mb)
 
 
 if __name__ == "__main__":

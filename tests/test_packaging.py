@@ -47,6 +47,7 @@ def test_every_setting_is_described_and_secrets_are_marked() -> None:
         "KLING_WEBHOOK_SECRET",
         "KLING_MCP_OAUTH_CLIENT_SECRET",
         "KLING_LINK_SECRET",
+        "KLING_REDIS_URL",  # may carry a password
     }
 
 

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     mcp_max_sessions: int = Field(
         default=100, ge=1, le=100_000, description="Open MCP sessions one identity (token) may hold."
     )
+    # Replicas (store/): unset, everything lives in this process. A secret: it may hold a password.
+    redis_url: SecretStr | None = Field(default=None, description="redis:// URL of shared state.")
 
     # --- OAuth 2.1 sign-in (server/oauth.py) and signed download links (server/links.py) ----------
     mcp_oauth_audience: str | None = Field(
@@ -202,6 +204,19 @@ class Settings(BaseSettings):
         for entry in value:
             if not re.match(r"^https?://[^/\s@]+(/|$)", entry):
                 raise ValueError(f"each entry must be an http(s) URL prefix without user-info, got {entry!r}")
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_scheme(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            if not re.match(r"^(rediss?|unix)://", value.strip()):
+                raise ValueError(
+                    "must be a redis://, rediss:// or unix:// URL such as redis://localhost:6379/0"
+                )
+            return value.strip()
         return value
 
     @field_validator("max_units_per_day", "confirm_above_units", mode="before")
@@ -318,6 +333,11 @@ class Settings(BaseSettings):
         secrets += [self.mcp_oauth_client_secret, self.link_secret]
         out = [s.get_secret_value() for s in secrets if s]
         out += [t.get_secret_value() for t in self.mcp_auth_tokens]
+        if self.redis_url is not None:
+            from urllib.parse import urlsplit
+
+            url = self.redis_url.get_secret_value()
+            out += [url, urlsplit(url).password or ""]
         return [v for v in out if v]
 
 

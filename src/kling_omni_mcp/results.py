@@ -11,9 +11,11 @@ look finds the saved file. Without a task group (``attach`` not called) jobs run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +107,17 @@ def _now_iso() -> str | None:
 class ResultRecorder:
     """Saves results and sidecars for tasks; every disk access runs in a worker thread."""
 
-    def __init__(self, store: ResultStore, http: httpx2.AsyncClient, *, simulated: bool) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        http: httpx2.AsyncClient,
+        *,
+        simulated: bool,
+        save_lock: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
         self.store = store
+        # Held around a task's save, so one replica downloads and the others find the files.
+        self._save_lock = save_lock or (lambda _task_id: contextlib.nullcontext())
         self._http = http
         self._simulated = simulated
         self._download_slots = anyio.CapacityLimiter(DOWNLOAD_SLOTS)
@@ -225,10 +236,11 @@ class ResultRecorder:
 
     async def _run_job(self, task: TaskData, job: _SaveJob) -> None:
         try:
-            async with anyio.create_task_group() as tg:
-                for img in task.result_images:
-                    tg.start_soon(self._save_one, task.task_id, img.index, img.url, job)
-            await self._record_saved(task, job.saved)
+            async with self._save_lock(task.task_id):
+                async with anyio.create_task_group() as tg:
+                    for img in task.result_images:
+                        tg.start_soon(self._save_one, task.task_id, img.index, img.url, job)
+                await self._record_saved(task, job.saved)
         except Exception:
             # A bug must not take down the lifespan's task group that every other job runs in.
             logger.exception("Saving the results of task %s failed unexpectedly", task.task_id)

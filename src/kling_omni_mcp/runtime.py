@@ -30,9 +30,9 @@ from kling_omni_mcp.config import Settings
 from kling_omni_mcp.kling.auth import ApiKeyAuth, Auth, JwtAuth
 from kling_omni_mcp.kling.client import DEFAULT_USER_AGENT, KlingClient
 from kling_omni_mcp.kling.errors import KlingConfigError
-from kling_omni_mcp.ledger import FileLedger
 from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
+from kling_omni_mcp.store import open_state_store
 
 __all__ = ["auth_from_settings", "open_service", "result_root", "simulator_webhook_secret"]
 
@@ -154,13 +154,20 @@ async def open_service(settings: Settings) -> AsyncIterator[KlingService]:
         )
         # Partial files of a process killed mid-download (SIGKILL, power loss) go at the next start.
         await anyio.to_thread.run_sync(store.sweep_orphaned_partials)
+        shared = await stack.enter_async_context(open_state_store(settings, result_root(settings)))
         spending = Spending(
-            FileLedger(result_root(settings)),
+            shared.ledger,
             max_units_per_day=settings.max_units_per_day,
             confirm_above_units=settings.confirm_above_units,
         )
         service = KlingService(
-            settings, client=client, http=http, store=store, simulated=settings.simulate, spending=spending
+            settings,
+            client=client,
+            http=http,
+            store=store,
+            simulated=settings.simulate,
+            spending=spending,
+            shared=shared,
         )
         async with anyio.create_task_group() as task_group:
             service.attach(task_group)

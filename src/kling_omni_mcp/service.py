@@ -47,6 +47,7 @@ from kling_omni_mcp.request_builder import (
     check_before_reading,
 )
 from kling_omni_mcp.results import ResultRecorder
+from kling_omni_mcp.store import StateStore
 from kling_omni_mcp.watch import WatcherRegistry
 
 __all__ = ["LOCAL_CALLER", "Caller", "CreateImageParams", "KlingService", "ProgressFn", "ServiceError"]
@@ -71,6 +72,7 @@ class KlingService:
         store: ResultStore,
         simulated: bool = False,
         spending: Spending | None = None,
+        shared: StateStore | None = None,
     ) -> None:
         self.settings = settings
         self.spending = spending or Spending(None)
@@ -78,11 +80,16 @@ class KlingService:
         self._client = client
         self.store = store
         self.simulated = simulated
-        self.results = ResultRecorder(store, http, simulated=simulated)
+        #: Task records, poll leases, replay memory: this process's, or the replicas' (Redis).
+        self.shared = shared
+        self.results = ResultRecorder(
+            store, http, simulated=simulated, save_lock=shared.save_lock if shared else None
+        )
         self.watchers = WatcherRegistry(
             self._fetch,
             initial_interval=settings.poll_initial_seconds,
             max_interval=settings.poll_max_seconds,
+            shared=shared,
         )
         self._create_locks = KeyedLocks()
         self.owners = TaskOwners(self.results.owner_record, shared=settings.shared_tasks)
@@ -315,13 +322,10 @@ class KlingService:
 
     # --- callbacks -----------------------------------------------------------------------------
     def on_callback(self, notice: CallbackNotice) -> bool:
-        """A vendor callback arrived: wake that task's watcher. False when nobody watches it."""
-        watcher = self.watchers.find(*notice.keys)
-        if watcher is None:
-            return False
+        """A vendor callback arrived: wake that task's watcher, here and in every replica (the
+        one polling it queries at once). False when no watcher of this process watches it."""
         # Re-query rather than trust the body: a callback may not carry every result image.
-        watcher.wake()
-        return True
+        return self.watchers.wake_everywhere(*notice.keys)
 
     # --- answers -------------------------------------------------------------------------------
     async def _answer(self, task: TaskData, *, within: float | None = None, **extra: object) -> TaskAnswer:

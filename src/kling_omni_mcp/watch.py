@@ -14,6 +14,14 @@ either. The first answer of a poll tells both, so the registry then records the 
 alias; if a second watcher was started under the other id meanwhile, the one not keyed by the
 ``task_id`` hands its waiters over to the one that is, and stops polling. Either way one loop
 polls the task, and a callback naming either id wakes it.
+
+Across replicas (``store``): a watcher polls only while it holds the task's poll lease
+(``StateStore.lead``, renewed every ``renew_seconds`` while it sleeps), and shares each state it
+sees; a watcher that does not hold it follows, answering its waiters from the states the
+leader publishes and taking the lease when it falls free (its holder left or died). In one
+process the store always grants the lease, so this is the plain loop described above.
+
+(Longer than most modules: the watcher, its registry and the lease rules are one mechanism.)
 """
 
 from __future__ import annotations
@@ -21,12 +29,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
 from kling_omni_mcp.kling.errors import KlingError, KlingResponseError, KlingTransportError
 from kling_omni_mcp.kling.models import TaskData
+from kling_omni_mcp.store import TaskEvent
+from kling_omni_mcp.store.solo import SoloLease
+
+if TYPE_CHECKING:
+    from kling_omni_mcp.store import StateStore
 
 __all__ = ["TaskWatcher", "WaitOutcome", "WatcherRegistry"]
 
@@ -34,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a waiter hears from the watcher even when nothing changed (progress heartbeat).
 HEARTBEAT_SECONDS = 4.0
+#: Longest wait for the shared store when a poll loop ends (it then lapses by itself).
+_RELEASE_TIMEOUT = 2.0
 
 # No answer, or a garbled one, is worth waiting through even when the client gave up on it:
 # the task itself is still running at the vendor.
@@ -66,8 +82,10 @@ class TaskWatcher:
         max_interval: float,
         on_idle: Callable[[TaskWatcher], None],
         on_seen: OnSeen | None = None,
+        shared: StateStore | SoloLease | None = None,
     ) -> None:
         self.key = key
+        self._shared: StateStore | SoloLease = shared or SoloLease()
         self._fetch = fetch
         self._initial = max(0.05, initial_interval)
         self._max = max(self._initial, max_interval)
@@ -113,6 +131,12 @@ class TaskWatcher:
         interval = self._initial
         try:
             while self._waiters > 0 and not self.finished and self.handed_to is None:
+                if not await self._lead():
+                    # Another replica polls and publishes; look for a free lease now and then.
+                    with anyio.move_on_after(self._shared.renew_seconds):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                    continue
                 try:
                     self.latest = await self._fetch(self.key)
                     if self._on_seen is not None:
@@ -129,18 +153,57 @@ class TaskWatcher:
                     logger.exception("Task %s: unexpected error while polling", self.key)
                     self.error = exc
                 self._publish()
+                if self.error is None and self.latest is not None:
+                    await self._share(self.latest)
                 if self.finished or self.handed_to is not None:
                     break
-                # Sleep for the interval, or until a callback wakes us.
-                with anyio.move_on_after(interval):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                await self._sleep(interval)
                 interval = min(self._max, interval * 1.6)
         finally:
+            if self._waiters == 0 or self.finished or self.handed_to is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
+                    try:
+                        await self._shared.release(self.key)
+                    except Exception:
+                        logger.exception("Task %s: releasing the poll lease failed (it lapses)", self.key)
             self._running = False
             self._publish()
             if self._waiters == 0:
                 self._on_idle(self)
+
+    async def _lead(self) -> bool:
+        """Whether to poll now. A store that fails (a bug; Redis outages it handles itself)
+        must not end the wait, nor the task group every watcher runs in: poll here then."""
+        try:
+            return await self._shared.lead(self.key)
+        except Exception:
+            logger.exception("Task %s: the shared store failed; polling in this process", self.key)
+            return True
+
+    async def _share(self, task: TaskData) -> None:
+        """Tell the other replicas (their watchers follow this one) and record the state."""
+        try:
+            await self._shared.put_task(task)
+            for key in dict.fromkeys((self.key, task.task_id)):
+                await self._shared.publish(TaskEvent(key, "state", task))
+        except Exception:
+            logger.exception("Task %s: sharing its state failed", self.key)
+
+    async def _sleep(self, interval: float) -> None:
+        """Sleep for ``interval`` or until woken, renewing the lease; stop early when it is lost
+        or the last waiter left (so a follower elsewhere takes over at once)."""
+        end = anyio.current_time() + interval
+        while not self._wake.is_set():
+            remaining = end - anyio.current_time()
+            if remaining <= 0:
+                break
+            with anyio.move_on_after(min(remaining, self._shared.renew_seconds)):
+                await self._wake.wait()
+            if self._wake.is_set() or anyio.current_time() >= end or self._waiters == 0:
+                break
+            if not await self._lead():
+                break
+        self._wake = anyio.Event()
 
     async def wait(self, budget: float, on_tick: OnTick, start: Callable[[TaskWatcher], None]) -> WaitOutcome:
         """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` at least every
@@ -197,8 +260,17 @@ class TaskWatcher:
 class WatcherRegistry:
     """Holds the live watchers, one per task key, and the task group their loops run in."""
 
-    def __init__(self, fetch: Fetch, *, initial_interval: float, max_interval: float) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        initial_interval: float,
+        max_interval: float,
+        shared: StateStore | None = None,
+    ) -> None:
         self._fetch = fetch
+        self._shared: StateStore | SoloLease = shared or SoloLease()
+        self._shared.on_event(self._on_event)
         self._initial = initial_interval
         self._max = max_interval
         self._watchers: dict[str, TaskWatcher] = {}
@@ -224,6 +296,7 @@ class WatcherRegistry:
                 max_interval=self._max,
                 on_idle=self._forget,
                 on_seen=self._seen,
+                shared=self._shared,
             )
             self._watchers[canonical] = watcher
         return watcher
@@ -253,7 +326,36 @@ class WatcherRegistry:
 
     async def wait(self, key: str, budget: float, on_tick: OnTick) -> WaitOutcome:
         """Wait on the shared watcher for ``key`` (a task id or an external id)."""
-        return await self.get(key).wait(budget, on_tick, self._start)
+        if key not in self._aliases and key not in self._watchers:
+            key = await self._shared.resolve(key)
+        watcher = self.get(key)
+        if watcher.latest is None and not watcher.running:
+            # Another replica may have seen it finish already: no need to ask the vendor again.
+            recorded = await self._shared.get_task(key)
+            if recorded is not None and recorded.is_final and watcher.latest is None:
+                watcher.observe(recorded)
+        return await watcher.wait(budget, on_tick, self._start)
+
+    def wake_everywhere(self, *keys: str | None) -> bool:
+        """A callback named these ids: poll now, here and in every replica. False when no
+        watcher of this process watches the task."""
+        local = self.find(*keys)
+        if local is not None:
+            local.wake()
+        if self._task_group is not None:
+            for key in dict.fromkeys(k for k in keys if k):
+                self._task_group.start_soon(self._shared.publish, TaskEvent(key, "wake"))
+        return local is not None
+
+    def _on_event(self, event: TaskEvent) -> None:
+        """Another replica published: follow its state, or poll now (a callback, a free lease)."""
+        task = event.task
+        watcher = self.find(event.key, *((task.task_id, task.external_task_id) if task else ()))
+        if watcher is None:
+            return
+        if task is not None and not watcher.finished:
+            watcher.observe(task)
+        watcher.wake()
 
     def _start(self, watcher: TaskWatcher) -> None:
         if self._task_group is None:

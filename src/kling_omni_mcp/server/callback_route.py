@@ -177,6 +177,15 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def _first_everywhere(slot: ServiceSlot, message_id: str) -> bool:
+    """True unless another replica already accepted this delivery (the store is shared with
+    Redis; in one process it is this process's memory, which ``ReplayMemory`` already covers)."""
+    service = slot.current
+    if service is None or service.shared is None:
+        return True
+    return await service.shared.remember_once(f"webhook:{message_id}", 2 * WEBHOOK_TOLERANCE_SECONDS)
+
+
 def callback_endpoint(
     *,
     enabled: bool,
@@ -211,7 +220,8 @@ def callback_endpoint(
             if problem is not None:
                 logger.warning("Refused a callback: %s", problem)
                 return JSONResponse({"error": "invalid signature"}, status_code=401)
-            if not replays.first_time(headers.get("webhook-id", "")):
+            message_id = headers.get("webhook-id", "")
+            if not replays.first_time(message_id) or not await _first_everywhere(slot, message_id):
                 logger.info("Ignored a replayed callback delivery")
                 return _accepted()
         notice = parse_callback(body)

@@ -142,6 +142,8 @@ def build_http_app(
                 "version": __version__,
                 "simulated": settings.simulate,
                 "ready": slot.current is not None,
+                # "local", "redis", or "local (redis unreachable)": replicas share state only via Redis.
+                "store": slot.current.shared.status() if slot.current and slot.current.shared else "local",
             }
         )
 
