@@ -16,9 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from kling_omni_mcp.keyed_locks import KeyedLocks
-from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.ledger import FileLedger, Ledger
-from kling_omni_mcp.store import OnEvent, TaskEvent
+from kling_omni_mcp.store.solo import SoloLease
 
 __all__ = ["REPLAY_MEMORY_LIMIT", "MemoryStore"]
 
@@ -26,10 +25,9 @@ __all__ = ["REPLAY_MEMORY_LIMIT", "MemoryStore"]
 REPLAY_MEMORY_LIMIT = 50_000
 
 
-class MemoryStore:
-    """``StateStore`` for one process; also what ``RedisStore`` falls back to."""
-
-    renew_seconds = float("inf")
+class MemoryStore(SoloLease):
+    """``StateStore`` for one process; also what ``RedisStore`` falls back to. Its lease side is
+    ``SoloLease``'s: it always leads, publishes to nobody and keeps no task records."""
 
     def __init__(self, folder: Path) -> None:
         self._ledger = FileLedger(folder)
@@ -38,27 +36,6 @@ class MemoryStore:
 
     def status(self) -> str:
         return "local"
-
-    def on_event(self, handler: OnEvent) -> None:
-        """Nobody else publishes: the handler is never called."""
-
-    async def lead(self, key: str) -> bool:
-        return True
-
-    async def release(self, key: str) -> None:
-        return None
-
-    async def publish(self, event: TaskEvent) -> None:
-        return None
-
-    async def put_task(self, task: TaskData) -> None:
-        return None
-
-    async def get_task(self, key: str) -> TaskData | None:
-        return None
-
-    async def resolve(self, key: str) -> str:
-        return key
 
     async def remember_once(self, key: str, ttl_seconds: float) -> bool:
         now = time.monotonic()
