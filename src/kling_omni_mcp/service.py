@@ -10,10 +10,6 @@ message says what was wrong and what to do, so the MCP layer passes it through v
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from collections.abc import Sequence
-
 import anyio
 import anyio.to_thread
 import httpx2
@@ -24,19 +20,15 @@ from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_
 from kling_omni_mcp.budget import ConfirmFn, Spending
 from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.image_inputs import ImageInputs
 from kling_omni_mcp.input_refs import (
     KLING_IMAGE_URI,
-    local_path_refusal,
-    looks_like_local_path,
-    parse_image_uri,
 )
 from kling_omni_mcp.keyed_locks import KeyedLocks
 from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import TaskData
-from kling_omni_mcp.media.errors import MediaError
-from kling_omni_mcp.media.inputs import PreparedImage, prepare_image_input
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.ownership import LOCAL_CALLER, Caller, TaskOwners, not_found_message
 from kling_omni_mcp.progress import ProgressFn, WaitProgress
@@ -93,6 +85,7 @@ class KlingService:
         )
         self._create_locks = KeyedLocks()
         self.owners = TaskOwners(self.results.owner_record, shared=settings.shared_tasks)
+        self.image_inputs = ImageInputs(settings, store, self.owners)
 
     def attach(self, task_group: TaskGroup) -> None:
         """Run poll loops and background saves in ``task_group`` (the server lifespan's)."""
@@ -125,7 +118,7 @@ class KlingService:
         if problem := callback_url_problem(params.callback_url, self.settings):
             raise ServiceError(problem)
         check_before_reading(params)  # cheap mistakes before any file is read
-        prepared = await self._prepare_images(params.images, caller)
+        prepared = await self.image_inputs.prepare(params.images, caller)
         callback = f"{self.settings.public_url}/callbacks/kling" if self.settings.public_url else None
         built = build_create_request(
             params, prepared, external_task_id=new_external_task_id(), default_callback_url=callback
@@ -168,50 +161,6 @@ class KlingService:
             return await self.client.find_by_external_id(external_id)
         except KlingTaskNotFoundError:
             return None
-
-    async def _prepare_images(self, images: Sequence[str], caller: Caller) -> list[PreparedImage]:
-        out: list[PreparedImage] = []
-        # Over HTTP the server's home folder is not the caller's: only folders the operator named.
-        remote_without_dirs = caller.remote and self.settings.input_dirs is None
-        dirs = [] if remote_without_dirs else self.settings.allowed_input_dirs
-        for position, value in enumerate(images, start=1):
-            label = f"images[{position - 1}] (<<<image_{position}>>>)"
-            try:
-                earlier = parse_image_uri(value)
-            except ValueError as exc:
-                raise ServiceError(f"{label}: {exc}") from None
-            try:
-                if earlier is not None:
-                    task_id, index = earlier
-                    out.append(await self._prepare_earlier_result(label, task_id, index, value, caller))
-                    continue
-                if remote_without_dirs and looks_like_local_path(value):
-                    raise ServiceError(f"{label}: {local_path_refusal()}")
-                prepare = functools.partial(prepare_image_input, value, allowed_dirs=dirs)
-                out.append(await anyio.to_thread.run_sync(prepare))
-            except MediaError as exc:
-                raise ServiceError(f"{label}: {exc}") from None
-        return out
-
-    async def _prepare_earlier_result(
-        self, label: str, task_id: str, index: int, value: str, caller: Caller
-    ) -> PreparedImage:
-        """An image this server saved, read from the output folder (never fetched again)."""
-        path = None
-        if await self.owners.visible(task_id, caller):
-            path = await anyio.to_thread.run_sync(self.store.saved_image, task_id, index)
-        if path is None:
-            raise ServiceError(
-                f"{label}: no saved image {index} of task {task_id!r} is known to this server. Use the "
-                f'kling:// reference that get_task(task_id="{task_id}") or wait_for_task gives for an image '
-                "of one of your finished tasks (list_tasks shows them), or send the image itself."
-            )
-        prepare = functools.partial(prepare_image_input, str(path), allowed_dirs=[self.store.root])
-        try:
-            prepared = await anyio.to_thread.run_sync(prepare)
-        except MediaError as exc:  # name the reference, never the server's path
-            raise ServiceError(f"{label}: {str(exc).replace(str(path), value.strip())}") from None
-        return dataclasses.replace(prepared, source=value.strip())
 
     # --- ownership -----------------------------------------------------------------------------
     async def visible_to(self, task_id: str, caller: Caller) -> bool:
