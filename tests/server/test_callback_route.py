@@ -71,10 +71,10 @@ async def test_host_check_applies_and_public_host_is_allowed(
         assert allowed.status_code not in (403, 421)
 
 
-@sim_with(duration=60.0)
-async def test_replays_and_floods_cause_bounded_vendor_queries(
+def _only_callbacks_wake(
     simulator: SimHandle, make_settings: Callable[..., Settings]
-) -> None:
+) -> tuple[int, Settings]:
+    """A port and settings for a signed callback route with polling 60 s apart (only callbacks wake)."""
     port = free_port()
     settings = make_settings(
         simulator.base_url,
@@ -83,6 +83,14 @@ async def test_replays_and_floods_cause_bounded_vendor_queries(
         webhook_secret=WEBHOOK_SECRET,
         public_url=f"http://127.0.0.1:{port}",
     )
+    return port, settings
+
+
+@sim_with(duration=60.0)
+async def test_replays_and_floods_cause_bounded_vendor_queries(
+    simulator: SimHandle, make_settings: Callable[..., Settings]
+) -> None:
+    port, settings = _only_callbacks_wake(simulator, make_settings)
     async with http_server(settings, port=port) as url, client_for(url, None) as client:
         created = await client.call_tool("create_image", {"prompt": "Hammer me"})
         task_id = created.structured_content["task_id"]  # type: ignore[index]
@@ -136,14 +144,7 @@ async def test_replays_and_floods_cause_bounded_vendor_queries(
 async def test_known_and_unknown_tasks_get_identical_answers_and_new_format_is_accepted(
     simulator: SimHandle, make_settings: Callable[..., Settings]
 ) -> None:
-    port = free_port()
-    settings = make_settings(
-        simulator.base_url,
-        poll_initial_seconds=60,
-        poll_max_seconds=60,
-        webhook_secret=WEBHOOK_SECRET,
-        public_url=f"http://127.0.0.1:{port}",
-    )
+    port, settings = _only_callbacks_wake(simulator, make_settings)
     async with http_server(settings, port=port) as url, client_for(url, None) as client:
         created = await client.call_tool("create_image", {"prompt": "New format"})
         task_id = created.structured_content["task_id"]  # type: ignore[index]
