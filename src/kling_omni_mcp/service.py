@@ -20,6 +20,7 @@ from kling_omni_mcp.answers import TaskAnswer, TaskListAnswer, TaskSummary, iso_
 from kling_omni_mcp.budget import ConfirmFn, Spending
 from kling_omni_mcp.callback_urls import callback_url_problem
 from kling_omni_mcp.config import Settings
+from kling_omni_mcp.final_answers import FinalAnswers
 from kling_omni_mcp.image_inputs import ImageInputs
 from kling_omni_mcp.input_refs import (
     KLING_IMAGE_URI,
@@ -29,6 +30,7 @@ from kling_omni_mcp.kling.callbacks import CallbackNotice
 from kling_omni_mcp.kling.client import KlingClient, new_external_task_id
 from kling_omni_mcp.kling.errors import KlingConfigError, KlingTaskNotFoundError
 from kling_omni_mcp.kling.models import TaskData
+from kling_omni_mcp.kling.status_sweep import StatusSweeper
 from kling_omni_mcp.media.outputs import ResultStore
 from kling_omni_mcp.ownership import LOCAL_CALLER, Caller, TaskOwners, not_found_message
 from kling_omni_mcp.progress import ProgressFn, WaitProgress
@@ -77,6 +79,8 @@ class KlingService:
         self.results = ResultRecorder(
             store, http, simulated=simulated, save_lock=shared.save_lock if shared else None
         )
+        #: Polls query the vendor per task, or read list sweeps when many tasks are polled.
+        self.sweeper = StatusSweeper(lambda: self.client, on_final=self._seen_final)
         self.watchers = WatcherRegistry(
             self._fetch,
             initial_interval=settings.poll_initial_seconds,
@@ -84,6 +88,8 @@ class KlingService:
             shared=shared,
         )
         self._create_locks = KeyedLocks()
+        #: The waiters of a task that just ended share one answer.
+        self._final_answers = FinalAnswers()
         self.owners = TaskOwners(self.results.owner_record, shared=settings.shared_tasks)
         self.image_inputs = ImageInputs(settings, store, self.owners)
 
@@ -91,6 +97,7 @@ class KlingService:
         """Run poll loops and background saves in ``task_group`` (the server lifespan's)."""
         self.watchers.attach(task_group)
         self.results.attach(task_group)
+        self.sweeper.attach(task_group)
 
     @property
     def client(self) -> KlingClient:
@@ -101,7 +108,13 @@ class KlingService:
         return self._client
 
     async def _fetch(self, task_id: str) -> TaskData:
-        return await self.client.get_task(task_id)
+        return await self.sweeper.get(task_id)
+
+    def _seen_final(self, task: TaskData) -> None:
+        """A list sweep saw the task end: its watcher polls now (and finds it in the sweep)."""
+        watcher = self.watchers.find(task.task_id, task.external_task_id)
+        if watcher is not None:
+            watcher.wake()
 
     # --- create --------------------------------------------------------------------------------
     async def create_image(
@@ -224,7 +237,10 @@ class KlingService:
         if outcome.done:
             await reporter.finish(outcome.task)
             within = max(0.0, deadline - anyio.current_time()) + SAVE_GRACE_SECONDS
-            return await self._answer(outcome.task, within=within, waited_seconds=waited)
+            task = outcome.task
+            return await self._final_answers.answer(
+                task, waited, lambda: self._answer(task, within=within, waited_seconds=waited)
+            )
         answer = await self.results.answer_for(outcome.task, waited_seconds=waited)
         answer.next_call = _wait_call(answer.task_id)
         answer.notes.append(

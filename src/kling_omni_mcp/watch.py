@@ -284,6 +284,11 @@ class WatcherRegistry:
     def __len__(self) -> int:
         return len(self._watchers)
 
+    @property
+    def waiting(self) -> int:
+        """Waits in progress in this process, on every task together."""
+        return sum(watcher.waiters for watcher in self._watchers.values())
+
     def get(self, key: str) -> TaskWatcher:
         """The watcher for a task id or external id, created on first use."""
         canonical = self._aliases.get(key, key)

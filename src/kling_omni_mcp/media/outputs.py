@@ -97,13 +97,16 @@ class ResultStore:
             raise OutputError(
                 f"Image index {index!r} is not valid: it must be a whole number from 0 to 9999."
             )
-        folder = self.task_dir(task_id)
-        return confined_output_path(folder, f"{folder.name}_{index}.{ext.lstrip('.')}")
+        return self._task_file(task_id, f"_{index}.{ext.lstrip('.')}")
 
     def sidecar_path(self, task_id: str) -> Path:
         """``<root>/<task_id>/<task_id>.json``."""
-        folder = self.task_dir(task_id)
-        return confined_output_path(folder, f"{folder.name}.json")
+        return self._task_file(task_id, ".json")
+
+    def _task_file(self, task_id: str, suffix: str) -> Path:
+        """``<root>/<folder>/<folder><suffix>``, confined in one resolve (every answer asks)."""
+        folder = task_folder_name(task_id)  # already a safe file name: see task_folder_name
+        return confined_output_path(self.root, folder, f"{folder}{suffix}")
 
     def _ensure_dir(self, folder: Path) -> None:
         try:
