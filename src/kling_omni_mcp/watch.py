@@ -187,14 +187,15 @@ class TaskWatcher:
     async def _leave(self, marked: bool) -> None:
         """The loop ended: drop this process's mark, and give the lease up unless a waiter here
         still needs it (a loop cancelled under its waiters lets the lease lapse instead)."""
+        steps = [self._shared.unwant] if marked else []
+        if self._waiters == 0 or self.finished or self.handed_to is not None:
+            steps.append(self._shared.release)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
-            try:
-                if marked:
-                    await self._shared.unwant(self.key)
-                if self._waiters == 0 or self.finished or self.handed_to is not None:
-                    await self._shared.release(self.key)
-            except Exception:
-                logger.exception("Task %s: leaving the shared store's lease failed (it lapses)", self.key)
+            for step in steps:
+                try:
+                    await step(self.key)
+                except Exception:
+                    logger.exception("Task %s: %s failed (it lapses by itself)", self.key, step.__name__)
 
     async def _wanted(self, leading: bool) -> bool:
         """Whether to go on: a waiter here, or, while this process leads, one in another process
@@ -248,7 +249,7 @@ class TaskWatcher:
                 await self._wake.wait()
             if self._wake.is_set() or anyio.current_time() >= end:
                 break
-            if not await self._wanted(leading) or not await self._lead():
+            if not await self._wanted(True) or not await self._lead():
                 leading = False
                 break
         self._wake = anyio.Event()
