@@ -1,5 +1,6 @@
 """The watcher with a shared store: it polls only while it leads, follows published states
-otherwise, takes over a free lease, and a store that fails never ends a wait."""
+otherwise (marking that it has waiters), takes over a free lease, keeps leading while another
+process has waiters, and a store that fails never ends a wait."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.store import TaskEvent
 from kling_omni_mcp.store.solo import SoloLease
 from kling_omni_mcp.watch import WatcherRegistry
+from tests.replicas.conftest import until
 from tests.test_watch import Vendor, nothing
 
 pytestmark = pytest.mark.anyio
@@ -26,6 +28,14 @@ class OtherLeads(SoloLease):
         self.free = False
         self.handler: Callable[[TaskEvent], None] | None = None
         self.released: list[str] = []
+        self.wants = 0
+        self.unwanted: list[str] = []
+
+    async def want(self, key: str) -> None:
+        self.wants += 1
+
+    async def unwant(self, key: str) -> None:
+        self.unwanted.append(key)
 
     def on_event(self, handler: Callable[[TaskEvent], None]) -> None:
         self.handler = handler
@@ -37,8 +47,28 @@ class OtherLeads(SoloLease):
         self.released.append(key)
 
 
+class WaitedOnElsewhere(SoloLease):
+    """This process leads; another process has waiters on every task while ``elsewhere``."""
+
+    renew_seconds = 0.05
+
+    def __init__(self) -> None:
+        self.elsewhere = True
+        self.asked = 0
+        self.released: list[str] = []
+
+    async def wanted_elsewhere(self, key: str) -> bool:
+        self.asked += 1
+        return self.elsewhere
+
+    async def release(self, key: str) -> None:
+        self.released.append(key)
+
+
 class Broken(SoloLease):
     """A store whose every call fails (a bug, or a client library surprise)."""
+
+    renew_seconds = 0.05
 
     async def lead(self, key: str) -> bool:
         raise RuntimeError("store bug")
@@ -47,6 +77,22 @@ class Broken(SoloLease):
         raise RuntimeError("store bug")
 
     async def put_task(self, task: TaskData) -> None:
+        raise RuntimeError("store bug")
+
+    async def wanted_elsewhere(self, key: str) -> bool:
+        raise RuntimeError("store bug")
+
+    async def release(self, key: str) -> None:
+        raise RuntimeError("store bug")
+
+
+class BrokenMarks(OtherLeads):
+    """Another replica leads; marking this one's waiters fails."""
+
+    async def want(self, key: str) -> None:
+        raise RuntimeError("store bug")
+
+    async def unwant(self, key: str) -> None:
         raise RuntimeError("store bug")
 
 
@@ -67,6 +113,33 @@ async def test_a_follower_never_polls_and_answers_from_the_leaders_state() -> No
         store.handler(TaskEvent("t1", "state", TaskData(task_id="t1", task_status="succeed")))
     assert outcomes[0].done and outcomes[0].task is not None and outcomes[0].task.succeeded
     assert vendor.polls == {}
+    # While it waited it kept its mark fresh (every renewal), and dropped it once done.
+    assert store.wants >= 3 and store.unwanted == ["t1"]
+
+
+async def test_the_leader_polls_on_for_waiters_elsewhere_then_gives_the_lease_up() -> None:
+    vendor, store = Vendor(polls_needed=10_000), WaitedOnElsewhere()
+    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=store)
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        outcome = await registry.wait("t1", 0.3, nothing)
+        assert not outcome.done
+        assert store.asked == 0  # with a waiter here, the store is never asked about others
+        polls = vendor.polls["t1"]
+        await anyio.sleep(0.4)
+        # No waiter here, one elsewhere: the same loop polls on and the lease is kept.
+        assert vendor.polls["t1"] >= polls + 2 and store.released == []
+        watcher = registry.find("t1")
+        assert watcher is not None and watcher.running and watcher.waiters == 0
+        # A new waiter here joins that loop (no second one: never two polls at once).
+        await registry.wait("t1", 0.2, nothing)
+        assert registry.find("t1") is watcher and vendor.max_in_flight == 1
+        store.elsewhere = False  # the other process's waiters left
+        await until(lambda: not watcher.running, 5)
+        settled = vendor.polls["t1"]
+        await anyio.sleep(0.3)
+        assert vendor.polls["t1"] == settled
+        assert store.released == ["t1"] and len(registry) == 0
 
 
 async def test_a_follower_takes_a_free_lease_and_polls() -> None:
@@ -95,3 +168,30 @@ async def test_a_failing_store_never_ends_a_wait() -> None:
         registry.attach(tg)
         outcome = await registry.wait("t1", 10, nothing)
     assert outcome.done and vendor.polls == {"t1": 3}  # it polled here instead
+
+
+async def test_a_store_failing_on_the_waiting_marks_never_ends_a_wait() -> None:
+    # The leader, asking about other waiters once its own left: the store fails, so it stops
+    # as a lone process would (nothing escapes into the task group).
+    vendor = Vendor(polls_needed=10_000)
+    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=Broken())
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        outcome = await registry.wait("t1", 0.2, nothing)
+        assert not outcome.done and outcome.task is not None
+        await until(lambda: len(registry) == 0, 5)
+    # A follower whose marks fail still answers from the leader's states.
+    follower = BrokenMarks()
+    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=follower)
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        outcomes = []
+
+        async def wait() -> None:
+            outcomes.append(await registry.wait("t2", 10, nothing))
+
+        tg.start_soon(wait)
+        await anyio.sleep(0.2)
+        assert follower.handler is not None
+        follower.handler(TaskEvent("t2", "state", TaskData(task_id="t2", task_status="succeed")))
+    assert outcomes[0].done and "t2" not in vendor.polls

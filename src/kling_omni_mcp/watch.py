@@ -8,6 +8,7 @@ callback calls ``wake()`` so the next poll happens at once instead of at the end
 The poll loops run in a task group owned by ``WatcherRegistry`` (opened by the server's
 lifespan), not in any waiter's request, so a waiter that is cancelled or times out never takes
 the loop down with it; the loop ends by itself when the last waiter leaves or the task ends.
+The registry keeps a watcher while its loop runs, so a new waiter joins that loop.
 
 A task has two ids (``task_id`` and the caller's ``external_task_id``) and a waiter may use
 either. The first answer of a poll tells both, so the registry then records the other id as an
@@ -18,8 +19,14 @@ polls the task, and a callback naming either id wakes it.
 Across replicas (``store``): a watcher polls only while it holds the task's poll lease
 (``StateStore.lead``, renewed every ``renew_seconds`` while it sleeps), and shares each state it
 sees; a watcher that does not hold it follows, answering its waiters from the states the
-leader publishes and taking the lease when it falls free (its holder left or died). In one
-process the store always grants the lease, so this is the plain loop described above.
+leader publishes, marking that its process has waiters (``want``, refreshed as often; the mark
+lapses if its process dies) and taking the lease when it falls free (its holder gave it up or
+died). The lease is given up when the last waiter *anywhere* leaves: when the leader's own last
+waiter leaves, it asks whether another process still has waiters (``wanted_elsewhere``, asked
+only then, so the common case costs nothing) and goes on polling for them, with no waiter of
+its own, until their marks are gone. So a waiter leaving one replica never hands the polling to
+another. In one process the store always grants the lease and nobody else waits, so this is
+the plain loop described above.
 
 (Longer than most modules: the watcher, its registry and the lease rules are one mechanism.)
 """
@@ -127,13 +134,24 @@ class TaskWatcher:
         changed.set()
 
     async def run(self) -> None:
-        """The poll loop. Ends when no one waits or the task is final."""
+        """The poll loop. Ends when the task is final or nobody waits on it: here, or (while this
+        process leads) in another process."""
         interval = self._initial
+        leading = False
+        marked = False  # this process's "waiters here" mark may be in the store
+        next_mark = anyio.current_time()
         try:
-            while self._waiters > 0 and not self.finished and self.handed_to is None:
-                if not await self._lead():
-                    # Another replica polls and publishes; look for a free lease now and then.
-                    with anyio.move_on_after(self._shared.renew_seconds):
+            while not self.finished and self.handed_to is None and await self._wanted(leading):
+                leading = await self._lead()
+                if not leading:
+                    # Another replica polls and publishes; keep its lease alive for our waiters
+                    # (even once its own left), and look for a free lease now and then.
+                    now = anyio.current_time()
+                    if now >= next_mark:
+                        marked = True
+                        await self._want()
+                        next_mark = now + self._shared.renew_seconds
+                    with anyio.move_on_after(next_mark - anyio.current_time()):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
@@ -157,19 +175,32 @@ class TaskWatcher:
                     await self._share(self.latest)
                 if self.finished or self.handed_to is not None:
                     break
-                await self._sleep(interval)
+                leading = await self._sleep(interval)
                 interval = min(self._max, interval * 1.6)
         finally:
-            if self._waiters == 0 or self.finished or self.handed_to is not None:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
-                    try:
-                        await self._shared.release(self.key)
-                    except Exception:
-                        logger.exception("Task %s: releasing the poll lease failed (it lapses)", self.key)
+            await self._leave(marked)
             self._running = False
             self._publish()
             if self._waiters == 0:
                 self._on_idle(self)
+
+    async def _leave(self, marked: bool) -> None:
+        """The loop ended: drop this process's mark, and give the lease up unless a waiter here
+        still needs it (a loop cancelled under its waiters lets the lease lapse instead)."""
+        steps = [self._shared.unwant] if marked else []
+        if self._waiters == 0 or self.finished or self.handed_to is not None:
+            steps.append(self._shared.release)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
+            for step in steps:
+                try:
+                    await step(self.key)
+                except Exception:
+                    logger.exception("Task %s: %s failed (it lapses by itself)", self.key, step.__name__)
+
+    async def _wanted(self, leading: bool) -> bool:
+        """Whether to go on: a waiter here, or, while this process leads, one in another process
+        (the store is asked only when none is here)."""
+        return self._waiters > 0 or (leading and await self._wanted_elsewhere())
 
     async def _lead(self) -> bool:
         """Whether to poll now. A store that fails (a bug; Redis outages it handles itself)
@@ -180,6 +211,21 @@ class TaskWatcher:
             logger.exception("Task %s: the shared store failed; polling in this process", self.key)
             return True
 
+    async def _want(self) -> None:
+        """Mark (or refresh) that this process has waiters; a store failure must not end them."""
+        try:
+            await self._shared.want(self.key)
+        except Exception:
+            logger.exception("Task %s: marking this process's waiters in the shared store failed", self.key)
+
+    async def _wanted_elsewhere(self) -> bool:
+        """Whether another process has waiters; as a lone process would answer if the store fails."""
+        try:
+            return await self._shared.wanted_elsewhere(self.key)
+        except Exception:
+            logger.exception("Task %s: asking the shared store for other waiters failed", self.key)
+            return False
+
     async def _share(self, task: TaskData) -> None:
         """Tell the other replicas (their watchers follow this one) and record the state."""
         try:
@@ -189,21 +235,25 @@ class TaskWatcher:
         except Exception:
             logger.exception("Task %s: sharing its state failed", self.key)
 
-    async def _sleep(self, interval: float) -> None:
-        """Sleep for ``interval`` or until woken, renewing the lease; stop early when it is lost
-        or the last waiter left (so a follower elsewhere takes over at once)."""
+    async def _sleep(self, interval: float) -> bool:
+        """Sleep for ``interval`` or until woken, renewing the lease. False when this process is
+        to stop leading: the lease was lost, or no waiter is left anywhere (the loop then gives
+        the lease up at once)."""
         end = anyio.current_time() + interval
+        leading = True
         while not self._wake.is_set():
             remaining = end - anyio.current_time()
             if remaining <= 0:
                 break
             with anyio.move_on_after(min(remaining, self._shared.renew_seconds)):
                 await self._wake.wait()
-            if self._wake.is_set() or anyio.current_time() >= end or self._waiters == 0:
+            if self._wake.is_set() or anyio.current_time() >= end:
                 break
-            if not await self._lead():
+            if not await self._wanted(True) or not await self._lead():
+                leading = False
                 break
         self._wake = anyio.Event()
+        return leading
 
     async def wait(self, budget: float, on_tick: OnTick, start: Callable[[TaskWatcher], None]) -> WaitOutcome:
         """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` at least every

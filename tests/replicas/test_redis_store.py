@@ -1,5 +1,6 @@
-"""``RedisStore`` against a real redis-server: one lease holder, shared records, replay memory,
-ledger and save lock, and the fallback to in-process state while Redis is away."""
+"""``RedisStore`` against a real redis-server: one lease holder, the marks of replicas with
+waiters, shared records, replay memory, ledger and save lock, and the fallback to in-process
+state while Redis is away."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from redis.asyncio import Redis
 
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.store import TaskEvent
@@ -58,6 +60,51 @@ async def test_a_lease_nobody_renews_lapses_within_its_lifetime(
         a._leases.clear()  # a "dies": it neither renews nor releases
         took = await until(lambda: b.lead("task-1"), LEASE_SECONDS + 2, step=0.1)
         assert LEASE_SECONDS - 1 < took <= LEASE_SECONDS + 1
+
+
+async def test_a_replica_knows_while_another_has_waiters_on_a_task(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with two_stores(redis_server.url, tmp_path) as (a, b):
+        assert await a.wanted_elsewhere("task-1") is False
+        await b.want("task-1")
+        assert await a.wanted_elsewhere("task-1") is True
+        assert await b.wanted_elsewhere("task-1") is False  # its own mark does not count
+        assert await a.wanted_elsewhere("task-2") is False  # marks are per task
+        await a.want("task-1")
+        await b.want("task-1")  # refreshing
+        await b.unwant("task-1")
+        assert await a.wanted_elsewhere("task-1") is False
+        assert await b.wanted_elsewhere("task-1") is True
+        await a.unwant("task-1")
+        redis = Redis.from_url(redis_server.url, socket_timeout=2)
+        try:
+            assert await redis.exists("kling-omni-mcp:waiting:task-1") == 0  # nothing lingers
+        finally:
+            await redis.aclose()
+
+
+async def test_a_waiting_mark_nobody_refreshes_lapses_within_its_lifetime(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis = Redis.from_url(redis_server.url, socket_timeout=2)
+    try:
+        async with two_stores(redis_server.url, tmp_path) as (a, b):
+            await b.want("task-1")  # b then "dies": it neither refreshes nor removes its mark
+            began = anyio.current_time()
+            # The set expires with its newest mark, even if nobody asks about it again.
+            assert 0 < await redis.pttl("kling-omni-mcp:waiting:task-1") <= LEASE_SECONDS * 1000
+            await anyio.sleep(1.0)
+            assert await a.wanted_elsewhere("task-1") is True
+
+            async def lapsed() -> bool:
+                return not await a.wanted_elsewhere("task-1")
+
+            await until(lapsed, LEASE_SECONDS + 2, step=0.1)
+            assert LEASE_SECONDS - 1 < anyio.current_time() - began <= LEASE_SECONDS + 2
+            assert await redis.exists("kling-omni-mcp:waiting:task-1") == 0
+    finally:
+        await redis.aclose()
 
 
 async def test_states_published_by_one_replica_reach_the_other_with_the_task(
@@ -132,6 +179,12 @@ async def test_without_redis_every_replica_leads_and_rejoins_when_it_is_back(
             assert await b.lead("task-1") is True
             assert await b.remember_once("msg_1", 60) is True
             assert b.status() == "local (redis unreachable)"
+            await b.want("task-1")
+            assert await b.wanted_elsewhere("task-1") is False  # as a lone process answers
         redis_server.start()
         await until(lambda: b.status() == "redis", 15)
         assert await b.lead("task-7") is True and await a.lead("task-7") is False
+        # The restarted server lost the marks' script: the client loads it again.
+        await until(lambda: a.status() == "redis", 15)
+        await a.want("task-7")
+        assert await b.wanted_elsewhere("task-7") is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mcp import Client
 from redis.asyncio import Redis
 
 from tests.conftest import serve_sim
-from tests.replicas.cluster import Cluster, running_cluster
+from tests.replicas.cluster import Cluster, Replica, running_cluster
 from tests.replicas.conftest import RedisServer, until
 
 pytestmark = pytest.mark.anyio
@@ -194,3 +195,99 @@ async def test_without_redis_the_waits_finish_by_local_polling_and_the_replicas_
         await until(all_rejoined, 20, step=0.25)
         for replica in c.replicas:
             assert "Redis is unreachable" in replica.log.read_text()
+
+
+async def test_the_lease_stays_with_its_holder_while_any_replica_has_waiters(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A's waiter leads; B's waits on; A's waiter leaves: A goes on polling for B (no handover),
+    and once every waiter has left, the lease is given up."""
+    duration = 16.0
+    async with (
+        serve_sim(duration=duration) as sim,
+        running_cluster(tmp_path, sim.base_url, redis_server.url) as c,
+    ):
+        a, b = c.replicas[0], c.replicas[1]
+        async with c.client() as client:
+            shared = await _create(client, "A kite over the dunes")  # A's waiter leaves, B's stays
+            alone = await _create(client, "A kite over the sea")  # the same work for A alone
+            dropped = await _create(client, "A kite in the rain")  # every waiter leaves early
+        ends_at = time.monotonic() + duration - 0.5  # no task ends before this
+        redis = Redis.from_url(redis_server.url, socket_timeout=2)
+        answers: dict[str, dict[str, Any]] = {}
+        left: dict[str, float] = {}
+        tokens: dict[str, list[bytes]] = {shared: [], dropped: []}
+        gone_at: dict[str, float] = {}
+
+        heard = {name: anyio.Event() for name in ("b-shared", "b-dropped")}
+
+        async def wait(name: str, replica: Replica, task_id: str, seconds: float) -> None:
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                if name in heard:
+                    heard[name].set()  # this waiter is in place: its replica told it how it goes
+
+            arguments = {"task_id": task_id, "timeout_seconds": seconds}
+            async with c.client(replica.url) as client:
+                answer = await client.call_tool("wait_for_task", arguments, progress_callback=on_progress)
+            left[name] = time.monotonic()
+            assert not answer.is_error and answer.structured_content is not None, answer
+            answers[name] = answer.structured_content
+
+        polls_after_gone: list[int] = []
+
+        async def lease_holder(task_id: str) -> bytes | None:
+            token: bytes | None = await redis.get(f"kling-omni-mcp:lease:{task_id}")
+            return token
+
+        async def leased(task_id: str) -> bool:
+            return await lease_holder(task_id) is not None
+
+        async def record_holders(task_id: str, last: str) -> None:
+            """Every holder of the lease, until it is gone after the waiter ``last`` left."""
+            with anyio.fail_after(40):
+                while True:
+                    token = await lease_holder(task_id)
+                    if token is not None:
+                        tokens[task_id].append(token)
+                    elif last in left:
+                        gone_at[task_id] = time.monotonic()
+                        break
+                    await anyio.sleep(0.1)
+            if task_id == dropped:  # does anyone still poll it?
+                polls_after_gone.append(sim.sim.counters.queries_by_id[task_id])
+                await anyio.sleep(2.0)
+                polls_after_gone.append(sim.sim.counters.queries_by_id[task_id])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait, "alone", a, alone, 40)
+            tg.start_soon(wait, "a-shared", a, shared, 6)
+            tg.start_soon(wait, "a-dropped", a, dropped, 6)
+            for task_id in (shared, dropped):
+                await until(partial(leased, task_id), 10)
+            tg.start_soon(wait, "b-shared", b, shared, 40)
+            tg.start_soon(wait, "b-dropped", b, dropped, 6)
+            tg.start_soon(record_holders, shared, "b-shared")
+            tg.start_soon(record_holders, dropped, "b-dropped")
+            with anyio.fail_after(10):
+                for event in heard.values():
+                    await event.wait()
+            b_waits_since = time.monotonic()
+        await redis.aclose()
+
+        # A's waiters left while B's waited on; the task then ended and B's wait saw it.
+        assert not answers["a-shared"]["done"] and left["a-shared"] > b_waits_since
+        assert left["a-dropped"] > b_waits_since
+        assert answers["b-shared"]["status"] == "succeeded" and answers["alone"]["status"] == "succeeded"
+        # One holder all along, A: no handover when A's own waiter left.
+        for task_id in (shared, dropped):
+            assert len(set(tokens[task_id])) == 1, (task_id, set(tokens[task_id]))
+            assert c.holder_of(tokens[task_id][0].decode()) is a
+        queries = sim.sim.counters.queries_by_id
+        assert queries[shared] <= queries[alone] + 2, (queries[shared], queries[alone])
+        # Once every waiter of the dropped task left, the lease was given up within seconds (well
+        # before the task could have ended) and nobody polls it any more.
+        last_left = max(left["a-dropped"], left["b-dropped"])
+        assert not answers["b-dropped"]["done"]
+        assert gone_at[dropped] - last_left < 6.0, gone_at[dropped] - last_left
+        assert gone_at[dropped] < ends_at
+        assert polls_after_gone[0] == polls_after_gone[1]

@@ -4,8 +4,10 @@ Everything several replicas of the server must agree on goes through a ``StateSt
 
 - **task records**: the latest state of each task and its aliases (the external id), kept as
   long as the vendor keeps the task (30 days);
-- **the poll lease**: which process polls a task (``lead``/``release``), and the events that
-  tell the others (``publish``: a new state, "poll now" after a callback, "the lease is free");
+- **the poll lease**: which process polls a task (``lead``/``release``), which processes still
+  have waiters on it (``want``/``unwant``/``wanted_elsewhere``: the lease is kept while any
+  has), and the events that tell the others (``publish``: a new state, "poll now" after a
+  callback, "the lease is free");
 - **the callback replay memory** (``remember_once``), **the save lock** (``save_lock``) and
   **the spending ledger** (``ledger``).
 
@@ -95,6 +97,19 @@ class StateStore(Protocol):
 
     async def release(self, key: str) -> None:
         """Give the lease of ``key`` up (this process stops polling it) and say so."""
+        ...
+
+    async def want(self, key: str) -> None:
+        """Mark that this process has waiters on ``key``; the mark lapses by itself a few
+        seconds after it was last refreshed (Redis: ``LEASE_SECONDS``)."""
+        ...
+
+    async def unwant(self, key: str) -> None:
+        """Remove this process's mark on ``key`` (its waiters left)."""
+        ...
+
+    async def wanted_elsewhere(self, key: str) -> bool:
+        """True while another live process has waiters on ``key`` (its mark has not lapsed)."""
         ...
 
     async def publish(self, event: TaskEvent) -> None:

@@ -6,6 +6,7 @@ Keys are ``kling-omni-mcp:<kind>:<id>`` and every one expires:
 key                            holds                                expires
 =============================  ===================================  ==========================
 ``…:lease:<task>``             the poller's lock token (redis Lock)  ``LEASE_SECONDS``, renewed
+``…:waiting:<task>``           replicas with waiters (sorted set)    ``LEASE_SECONDS``, renewed
 ``…:task:<task_id>``           the task's latest state (JSON)        30 days (vendor retention)
 ``…:alias:<external_id>``      the task id it stands for             30 days
 ``…:replay:<webhook_id>``      a callback already accepted           the caller's TTL
@@ -21,6 +22,9 @@ subscription and hands each event to its watcher of that task, if it has one.
 call answers from the in-process store, so each replica leads (polls) its own tasks, as a lone
 server does; then the store is *up* again (logged), and the next lease renewal sorts out who
 polls. ``/healthz`` shows which (``status()``).
+
+(Longer than most modules: each method is the Redis side of one ``StateStore`` method with its
+fallback; the waiting marks' script is in ``redis_waiting.py``, the ledger in ``redis_ledger.py``.)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.ledger import Ledger
 from kling_omni_mcp.store import TASK_RETENTION_SECONDS, OnEvent, TaskEvent
 from kling_omni_mcp.store.memory import MemoryStore
+from kling_omni_mcp.store.redis_waiting import WaitingMarks
 
 __all__ = ["KEY_PREFIX", "LEASE_SECONDS", "RENEW_SECONDS", "RedisStore"]
 
@@ -85,6 +90,7 @@ class RedisStore:
         self._fallback = fallback
         self.replica = replica_name()
         self._leases: dict[str, Lock] = {}
+        self._waiting = WaitingMarks(redis, self.replica, LEASE_SECONDS)
         self._handler: OnEvent | None = None
         self._up = True
         self._back = anyio.Event()
@@ -233,6 +239,33 @@ class RedisStore:
     async def _release_all(self) -> None:
         for key in list(self._leases):
             await self.release(key)
+
+    # --- who waits where (the lease is kept while any replica has waiters) ---------------------
+
+    async def want(self, key: str) -> None:
+        if not self._up:
+            return
+        try:
+            await self._waiting.mark(_key("waiting", key))
+        except _DOWN_ERRORS as exc:
+            self._down(exc)
+
+    async def unwant(self, key: str) -> None:
+        if not self._up:
+            return
+        try:
+            await self._waiting.unmark(_key("waiting", key))
+        except _DOWN_ERRORS as exc:
+            self._down(exc)
+
+    async def wanted_elsewhere(self, key: str) -> bool:
+        if not self._up:
+            return False
+        try:
+            return await self._waiting.others(_key("waiting", key)) > 0
+        except _DOWN_ERRORS as exc:
+            self._down(exc)
+            return False
 
     async def publish(self, event: TaskEvent) -> None:
         if not self._up:

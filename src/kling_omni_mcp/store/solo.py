@@ -28,6 +28,15 @@ class SoloLease:
     async def release(self, key: str) -> None:
         return None
 
+    async def want(self, key: str) -> None:
+        return None
+
+    async def unwant(self, key: str) -> None:
+        return None
+
+    async def wanted_elsewhere(self, key: str) -> bool:
+        return False
+
     async def publish(self, event: TaskEvent) -> None:
         return None
 
