@@ -155,6 +155,7 @@ class TaskWatcher:
                         await self._wake.wait()
                     self._wake = anyio.Event()
                     continue
+                before = self.latest
                 try:
                     self.latest = await self._fetch(self.key)
                     if self._on_seen is not None:
@@ -170,9 +171,12 @@ class TaskWatcher:
                     # group that every other watcher (and the server's lifespan) runs in.
                     logger.exception("Task %s: unexpected error while polling", self.key)
                     self.error = exc
-                self._publish()
-                if self.error is None and self.latest is not None:
-                    await self._share(self.latest)
+                # Only news wakes the waiters and the other replicas: with thousands of waiters, a
+                # wake per unchanged poll cost more CPU than the polls (the heartbeat still ticks).
+                if self.error is not None or (self.latest is not before and self.latest != before):
+                    self._publish()
+                    if self.error is None and self.latest is not None:
+                        await self._share(self.latest)
                 if self.finished or self.handed_to is not None:
                     break
                 leading = await self._sleep(interval)

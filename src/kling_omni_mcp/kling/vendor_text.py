@@ -40,6 +40,10 @@ def clean_vendor_text(
     Line breaks and tabs become spaces (a vendor message is one line); the result is at most
     ``max_chars`` characters.
     """
+    if len(text) <= max_chars and text.isprintable():
+        # Nothing to strip: escapes, line breaks, C0/C1 controls and the bidi and invisible
+        # marks above are all non-printable. Only the secrets are left to mask.
+        return redact(text, secrets)
     text = text[: max_chars * 4]  # bound the work before the regexes run
     text = _ANSI.sub("", text)
     text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
@@ -50,20 +54,21 @@ def clean_vendor_text(
     return text
 
 
-def clean_vendor_json(value: Any, secrets: Iterable[str] = (), *, _depth: int = 0) -> Any:
+def clean_vendor_json(value: Any, secrets: Iterable[str] = ()) -> Any:
     """A copy of a decoded JSON value with every string (keys too) cleaned by ``clean_vendor_text``."""
-    secrets = list(secrets)
+    return _clean(value, list(secrets), 0)
+
+
+def _clean(value: Any, secrets: list[str], depth: int) -> Any:
     if isinstance(value, str):
         return clean_vendor_text(value, secrets)
-    if _depth >= _MAX_DEPTH:
+    if depth >= _MAX_DEPTH:
         return None
     if isinstance(value, dict):
         return {
-            clean_vendor_text(str(k), secrets, max_chars=200): clean_vendor_json(
-                v, secrets, _depth=_depth + 1
-            )
+            clean_vendor_text(str(k), secrets, max_chars=200): _clean(v, secrets, depth + 1)
             for k, v in list(value.items())[:_MAX_ITEMS]
         }
     if isinstance(value, list):
-        return [clean_vendor_json(v, secrets, _depth=_depth + 1) for v in value[:_MAX_ITEMS]]
+        return [_clean(v, secrets, depth + 1) for v in value[:_MAX_ITEMS]]
     return value
