@@ -59,9 +59,10 @@ class FinalAnswers:
         self, task: TaskData, waited_seconds: float, build: Callable[[], Awaitable[TaskAnswer]]
     ) -> TaskAnswer:
         """The answer for ``task`` with ``waited_seconds``: built by ``build`` once per state."""
-        self._forget_expired()
+        now = self._forget_expired()
         entry = self._entries.get(task.task_id)
-        if entry is not None and entry.task is task:
+        # An expired entry can outlive the sweep below (it stops at a build still running).
+        if entry is not None and entry.task is task and entry.expires > now:
             await entry.ready.wait()
             if entry.answer is not None:
                 return entry.answer.model_copy(update={"waited_seconds": waited_seconds})
@@ -80,7 +81,8 @@ class FinalAnswers:
             if entry.answer is None and self._entries.get(task.task_id) is entry:
                 del self._entries[task.task_id]
 
-    def _forget_expired(self) -> None:
+    def _forget_expired(self) -> float:
+        """Drop expired entries (and the oldest beyond ``limit``); returns the time it used."""
         now = time.monotonic()
         # Built entries are kept in insertion order, so the expired ones are at the front
         # (an entry still being built has no expiry yet and stops the sweep).
@@ -89,3 +91,4 @@ class FinalAnswers:
             if entry.expires > now and len(self._entries) < self._limit:
                 break
             del self._entries[key]
+        return now

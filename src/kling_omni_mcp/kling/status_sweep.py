@@ -17,7 +17,6 @@ task while a sweep fails: a sweep never makes a poll fail that a query would hav
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,7 +127,12 @@ class StatusSweeper:
     async def _sweep_loop(self) -> None:
         """Sweep every ``SWEEP_SECONDS`` while enough tasks are polled."""
         try:
-            while self.sweeping:
+            # Prune here too: once the watchers end nobody calls ``get``, and their tasks must
+            # stop counting, or sweeps would go on for ever.
+            while True:
+                self._forget_stale(time.monotonic())
+                if not self.sweeping:
+                    break
                 began = anyio.current_time()
                 sweep, self._next = self._next, _Sweep()
                 try:
@@ -147,9 +151,10 @@ class StatusSweeper:
 
     async def _sweep(self, sweep: _Sweep) -> None:
         wanted = set(self._interest) - {k for k, until in self._unlisted.items() if until > time.monotonic()}
-        pages = min(MAX_PAGES, math.ceil(len(wanted) / PAGE_SIZE) + 1)
         client = self._client()
-        for page in range(1, pages + 1):
+        # Up to MAX_PAGES, not a count guessed from len(wanted): other clients' newer tasks (other
+        # replicas, other apps on the account) can push the polled ones further back.
+        for page in range(1, MAX_PAGES + 1):
             rows = await client.list_tasks(page=page, page_size=PAGE_SIZE)
             self.pages += 1
             for task in rows:
