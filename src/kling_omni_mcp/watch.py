@@ -106,6 +106,7 @@ class TaskWatcher:
         self._waiters = 0
         self._running = False
         self._changed = anyio.Event()
+        self._published_at = 0.0
         self._wake = anyio.Event()
 
     @property
@@ -131,7 +132,13 @@ class TaskWatcher:
 
     def _publish(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
+        self._published_at = anyio.current_time()
         changed.set()
+
+    def _heartbeat(self) -> None:
+        """Wake the waiters if they have heard nothing for ``HEARTBEAT_SECONDS`` (their progress)."""
+        if anyio.current_time() - self._published_at >= HEARTBEAT_SECONDS:
+            self._publish()
 
     async def run(self) -> None:
         """The poll loop. Ends when the task is final or nobody waits on it: here, or (while this
@@ -154,6 +161,7 @@ class TaskWatcher:
                     with anyio.move_on_after(next_mark - anyio.current_time()):
                         await self._wake.wait()
                     self._wake = anyio.Event()
+                    self._heartbeat()
                     continue
                 before = self.latest
                 try:
@@ -177,6 +185,8 @@ class TaskWatcher:
                     self._publish()
                     if self.error is None and self.latest is not None:
                         await self._share(self.latest)
+                else:
+                    self._heartbeat()
                 if self.finished or self.handed_to is not None:
                     break
                 leading = await self._sleep(interval)
@@ -249,8 +259,9 @@ class TaskWatcher:
             remaining = end - anyio.current_time()
             if remaining <= 0:
                 break
-            with anyio.move_on_after(min(remaining, self._shared.renew_seconds)):
+            with anyio.move_on_after(min(remaining, self._shared.renew_seconds, HEARTBEAT_SECONDS)):
                 await self._wake.wait()
+            self._heartbeat()
             if self._wake.is_set() or anyio.current_time() >= end:
                 break
             if not await self._wanted(True) or not await self._lead():
@@ -260,8 +271,9 @@ class TaskWatcher:
         return leading
 
     async def wait(self, budget: float, on_tick: OnTick, start: Callable[[TaskWatcher], None]) -> WaitOutcome:
-        """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` at least every
-        ``HEARTBEAT_SECONDS`` with the latest state and the seconds waited so far."""
+        """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` with the latest
+        state and the seconds waited so far on every change, and about every ``HEARTBEAT_SECONDS``
+        (the watcher's heartbeat, checked whenever its loop wakes) when nothing changes."""
         began = anyio.current_time()
         deadline = began + max(0.0, budget)
         self._waiters += 1
@@ -269,25 +281,27 @@ class TaskWatcher:
             if not self._running and not self.finished:
                 self._running = True
                 start(self)
-            while True:
-                if self.error is not None:
-                    raise self.error
-                now = anyio.current_time()
-                if self.handed_to is not None and not self.finished:
-                    return await self._follow(self.handed_to, began, deadline - now, on_tick, start)
-                if self.finished:
-                    return WaitOutcome(self.latest, True, now - began)
-                remaining = deadline - now
-                if remaining <= 0:
-                    return WaitOutcome(self.latest, False, now - began)
-                if not self._running:
-                    # The loop ended (e.g. after a cancelled waiter left) but we still wait.
-                    self._running = True
-                    start(self)
-                changed = self._changed
-                with anyio.move_on_after(min(remaining, HEARTBEAT_SECONDS)):
-                    await changed.wait()
-                await on_tick(self.latest, anyio.current_time() - began)
+            # One deadline for the whole wait: the ticks in between come from the watcher's
+            # heartbeat (``_publish``), not from a timer per waiter; with 10,000 waiters those
+            # timers firing every few seconds cost most of a core.
+            with anyio.CancelScope(deadline=deadline):
+                while True:
+                    if self.error is not None:
+                        raise self.error
+                    if self.handed_to is not None and not self.finished:
+                        remaining = deadline - anyio.current_time()
+                        return await self._follow(self.handed_to, began, remaining, on_tick, start)
+                    if self.finished:
+                        return WaitOutcome(self.latest, True, anyio.current_time() - began)
+                    if not self._running:
+                        # The loop ended (e.g. after a cancelled waiter left) but we still wait.
+                        self._running = True
+                        start(self)
+                    await self._changed.wait()
+                    await on_tick(self.latest, anyio.current_time() - began)
+            if self.error is not None:
+                raise self.error
+            return WaitOutcome(self.latest, self.finished, anyio.current_time() - began)
         finally:
             self._waiters -= 1
             if self._waiters == 0 and not self._running:
