@@ -207,3 +207,32 @@ async def test_a_list_longer_than_asked_is_cut_to_the_page_size(
             result = await client.call_tool("list_tasks", {"page_size": 100})
     assert len(result.structured_content["tasks"]) == 100
     assert len(everything(result)) <= ANSWER_CHAR_LIMIT
+
+
+async def test_a_list_sweep_keeps_only_the_rows_it_looks_for_and_cleans_them(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``list_matching`` (the status sweep's read): the wanted rows come back cleaned of the
+    credential and of control characters; the other rows, even unreadable ones, are not looked at."""
+    import httpx2
+
+    from kling_omni_mcp.kling.auth import ApiKeyAuth
+    from kling_omni_mcp.kling.client import KlingClient
+
+    hostile_message = f"done \x1b[31mred\x1b[0m {TEST_API_KEY} \u202eevil"
+    rows = [
+        task("t-1", task_status_msg=hostile_message),
+        {"nonsense": True},
+        task("t-3", task_info={"external_task_id": "ext-3"}),
+        "text",
+        task("t-5"),
+    ]
+    async with hostile_vendor() as vendor, httpx2.AsyncClient(timeout=10) as http:
+        vendor.route(OMNI, "json", data=rows)
+        client = KlingClient(vendor.base_url, ApiKeyAuth(TEST_API_KEY), http=http, timeout=10)
+        held, found = await client.list_matching({"t-1", "ext-3", "t-9"}, page=1, page_size=500)
+    assert held == 5
+    assert [t.task_id for t in found] == ["t-1", "t-3"]
+    message = found[0].status_message or ""
+    assert TEST_API_KEY not in message and "[redacted]" in message
+    assert not _CONTROL.search(message) and "\x1b" not in message

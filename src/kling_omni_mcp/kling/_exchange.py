@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -79,8 +79,13 @@ class Exchanger:
         params: dict[str, str] | None = None,
         attempt: int = 1,
         not_found: bool = False,
+        select: Callable[[Any], Any] | None = None,
     ) -> Any:
-        """One request and its answer's ``data``; every failure is a ``KlingError``."""
+        """One request and its answer's ``data``; every failure is a ``KlingError``.
+
+        ``select`` picks the part of the raw ``data`` worth cleaning (a list sweep keeps only the
+        rows it looks for); it only compares values, nothing it sees leaves uncleaned.
+        """
         if self.closed:
             raise RuntimeError("this KlingClient is closed")
         authorization = self._auth.authorization()
@@ -128,7 +133,7 @@ class Exchanger:
             raise
         # The one place vendor data enters: every string leaves without our credentials,
         # control characters or escapes, and capped in length (kling.vendor_text).
-        return clean_vendor_json(data, secrets)
+        return clean_vendor_json(select(data) if select is not None else data, secrets)
 
 
 @contextlib.contextmanager

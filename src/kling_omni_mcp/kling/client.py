@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable, Collection
 from types import TracebackType
 from typing import Any, Self
 
@@ -176,14 +177,14 @@ class KlingClient:
 
     async def list_tasks(self, page: int = 1, page_size: int = 30) -> list[TaskData]:
         """One page of the account's tasks, newest first (``pageNum`` 1..1000, ``pageSize`` 1..500)."""
-        for name, value, (low, high) in (
-            ("page", page, PAGE_NUM_RANGE),
-            ("page_size", page_size, PAGE_SIZE_RANGE),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise KlingValidationError(name, value, f"must be an integer between {low} and {high}")
+        _check_page(page, page_size)
         params = {"pageNum": str(page), "pageSize": str(page_size)}
         data = await self._read(OMNI_IMAGE_PATH, params=params)
+        return self._rows(data, page_size)
+
+    @staticmethod
+    def _rows(data: Any, page_size: int) -> list[TaskData]:
+        """A list answer's rows as tasks; one unreadable row is skipped, not fatal."""
         where = f"GET {OMNI_IMAGE_PATH}"
         if not isinstance(data, list):
             raise KlingResponseError(
@@ -197,6 +198,26 @@ class KlingClient:
                 # One unreadable row must not hide the others.
                 logger.warning("kling list: skipped row %d: %r", position, exc.message)
         return tasks
+
+    async def list_matching(
+        self, keys: Collection[str], *, page: int, page_size: int
+    ) -> tuple[int, list[TaskData]]:
+        """The rows of one list page whose ``task_id`` or external id is in ``keys``, and how many
+        rows the page held. Only those rows are cleaned and validated: a sweep of 500 tasks for a
+        few of them must not pay for all (``kling.status_sweep``)."""
+        _check_page(page, page_size)
+        held = 0
+
+        def pick(data: Any) -> Any:
+            nonlocal held
+            if not isinstance(data, list):
+                return data
+            held = min(len(data), page_size)
+            return [row for row in data[:page_size] if not _row_keys(row).isdisjoint(keys)]
+
+        params = {"pageNum": str(page), "pageSize": str(page_size)}
+        data = await self._read(OMNI_IMAGE_PATH, params=params, select=pick)
+        return held, self._rows(data, page_size)
 
     async def find_by_external_id(self, external_id: str) -> TaskData | None:
         """The task created with ``external_task_id`` == ``external_id``, or None.
@@ -247,13 +268,20 @@ class KlingClient:
         """
         return min(self._retry.deadline, max(4 * self._timeout_seconds, 10.0))
 
-    async def _read(self, path: str, *, params: dict[str, str] | None = None, not_found: bool = False) -> Any:
+    async def _read(
+        self,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        not_found: bool = False,
+        select: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """A GET within ``total_deadline``, retried (``kling.retry.retry_read``)."""
         try:
             with anyio.fail_after(self.total_deadline):
                 return await retry_read(
                     lambda attempt: self._exchanger.send(
-                        "GET", path, params=params, attempt=attempt, not_found=not_found
+                        "GET", path, params=params, attempt=attempt, not_found=not_found, select=select
                     ),
                     policy=self._retry,
                     resign=self._auth.invalidate,
@@ -266,3 +294,21 @@ class KlingClient:
                 hint="The service may be slow or unreachable: try again shortly.",
                 retryable=True,
             ) from None
+
+
+def _check_page(page: int, page_size: int) -> None:
+    for name, value, (low, high) in (
+        ("page", page, PAGE_NUM_RANGE),
+        ("page_size", page_size, PAGE_SIZE_RANGE),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise KlingValidationError(name, value, f"must be an integer between {low} and {high}")
+
+
+def _row_keys(row: Any) -> set[str]:
+    """A raw list row's task id and external id (as text), to pick rows before cleaning them."""
+    if not isinstance(row, dict):
+        return set()
+    info = row.get("task_info")
+    external = info.get("external_task_id") if isinstance(info, dict) else None
+    return {str(value) for value in (row.get("task_id"), external) if value is not None}

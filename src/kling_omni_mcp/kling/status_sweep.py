@@ -155,14 +155,14 @@ class StatusSweeper:
         # Up to MAX_PAGES, not a count guessed from len(wanted): other clients' newer tasks (other
         # replicas, other apps on the account) can push the polled ones further back.
         for page in range(1, MAX_PAGES + 1):
-            rows = await client.list_tasks(page=page, page_size=PAGE_SIZE)
+            held, rows = await client.list_matching(wanted, page=page, page_size=PAGE_SIZE)
             self.pages += 1
             for task in rows:
                 for key in (task.task_id, task.external_task_id):
                     if key and key in wanted:
                         wanted.discard(key)
                         self._record(key, task, sweep)
-            if not wanted or len(rows) < PAGE_SIZE:
+            if not wanted or held < PAGE_SIZE:
                 break
         self.sweeps += 1
         until = time.monotonic() + UNLISTED_SECONDS

@@ -83,13 +83,20 @@ class ResultStore:
         self, root: Path, *, allow_private: bool = False, guard: DownloadGuard | None = None
     ) -> None:
         self.root = Path(root).expanduser()
+        self._resolved_root: Path | None = None
         self._guard = None if allow_private else (guard or DownloadGuard())
 
     # --- names -------------------------------------------------------------------------------
 
     def task_dir(self, task_id: str) -> Path:
         """``<root>/<task folder name>`` (see ``task_folder_name``); not created here."""
-        return confined_output_path(self.root, task_folder_name(task_id))
+        return confined_output_path(self._base(), task_folder_name(task_id), root_resolved=True)
+
+    def _base(self) -> Path:
+        """The root, resolved once (the operator's folder; each path under it is still checked)."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve(strict=False)
+        return self._resolved_root
 
     def image_path(self, task_id: str, index: int, ext: str = "png") -> Path:
         """``<root>/<task_id>/<task_id>_<index>.<ext>``: built from the task id and index only."""
@@ -106,7 +113,7 @@ class ResultStore:
     def _task_file(self, task_id: str, suffix: str) -> Path:
         """``<root>/<folder>/<folder><suffix>``, confined in one resolve (every answer asks)."""
         folder = task_folder_name(task_id)  # already a safe file name: see task_folder_name
-        return confined_output_path(self.root, folder, f"{folder}{suffix}")
+        return confined_output_path(self._base(), folder, f"{folder}{suffix}", root_resolved=True)
 
     def _ensure_dir(self, folder: Path) -> None:
         try:

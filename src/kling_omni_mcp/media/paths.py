@@ -298,13 +298,14 @@ def _safe_part(part: str) -> str:
     return cleaned
 
 
-def confined_output_path(root: Path, *parts: str) -> Path:
+def confined_output_path(root: Path, *parts: str, root_resolved: bool = False) -> Path:
     """``root / parts...`` with each part reduced to ``[A-Za-z0-9._-]`` and no leading dot.
 
     Separators, ``..`` and hidden names cannot survive sanitising; the result is still checked
-    to lie inside ``root`` (resolved), as a second line of defence.
+    to lie inside ``root`` (resolved), as a second line of defence. ``root_resolved``: the caller
+    resolved ``root`` already (the result store does, once: every answer asks for paths).
     """
-    base = Path(root).expanduser().resolve(strict=False)
+    base = Path(root) if root_resolved else Path(root).expanduser().resolve(strict=False)
     path = base.joinpath(*(_safe_part(p) for p in parts))
     try:
         path.resolve(strict=False).relative_to(base)
