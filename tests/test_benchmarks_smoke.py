@@ -34,10 +34,10 @@ EXPECTED_ROWS = [
         for size in (1, 5)
         for what in ("wall time", "vendor status queries per second", "peak RSS")
     ],
-    "20 concurrent waits over 2 tasks (3 s) in one process: peak RSS",
+    "20 concurrent waits over 2 tasks in one process, held, tasks ending over 0.08 s: peak RSS",
     "1 replica, 2 tasks of 3 s, each waited on by every replica: vendor status queries per task",
     "3 replicas, 2 tasks of 3 s, each waited on by every replica: vendor status queries per task",
-    "12 concurrent waits over 4 tasks on 3 replicas: peak RSS per replica",
+    "12 concurrent waits over 4 tasks on 3 replicas, held, tasks ending over 0.16 s: peak RSS per replica",
     "5 MP PNG from disk → `create_image` payload: time",
     "5 MP PNG from disk → `create_image` payload: peak extra memory",
     "2 MB JPEG from disk → `create_image` payload: time",
