@@ -230,9 +230,16 @@ async def test_a_list_sweep_keeps_only_the_rows_it_looks_for_and_cleans_them(
     async with hostile_vendor() as vendor, httpx2.AsyncClient(timeout=10) as http:
         vendor.route(OMNI, "json", data=rows)
         client = KlingClient(vendor.base_url, ApiKeyAuth(TEST_API_KEY), http=http, timeout=10)
-        held, found = await client.list_matching({"t-1", "ext-3", "t-9"}, page=1, page_size=500)
-    assert held == 5
-    assert [t.task_id for t in found] == ["t-1", "t-3"]
-    message = found[0].status_message or ""
+        keys = {"t-1", "ext-3", "t-9"}
+        match = await client.list_matching(keys, page=1, page_size=500)
+        # The next sweep: t-1's row is the same (reused, not parsed again); t-3's has changed.
+        rows[2] = task("t-3", task_info={"external_task_id": "ext-3"}, task_status="failed")
+        vendor.route(OMNI, "json", data=rows)
+        again = await client.list_matching(keys, page=1, page_size=500, previous=match.raw)
+    assert match.held == 5
+    assert [t.task_id for t in match.tasks] == ["t-1", "t-3"]
+    message = match.tasks[0].status_message or ""
     assert TEST_API_KEY not in message and "[redacted]" in message
     assert not _CONTROL.search(message) and "\x1b" not in message
+    assert again.unchanged == ["t-1"]
+    assert [(t.task_id, t.task_status) for t in again.tasks] == [("t-3", "failed")]

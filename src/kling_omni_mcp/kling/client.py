@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -200,24 +201,47 @@ class KlingClient:
         return tasks
 
     async def list_matching(
-        self, keys: Collection[str], *, page: int, page_size: int
-    ) -> tuple[int, list[TaskData]]:
-        """The rows of one list page whose ``task_id`` or external id is in ``keys``, and how many
-        rows the page held. Only those rows are cleaned and validated: a sweep of 500 tasks for a
-        few of them must not pay for all (``kling.status_sweep``)."""
+        self,
+        keys: Collection[str],
+        *,
+        page: int,
+        page_size: int,
+        previous: Mapping[str, Any] | None = None,
+    ) -> ListMatch:
+        """The rows of one list page whose ``task_id`` or external id is in ``keys``.
+
+        Only those rows are cleaned and validated: a sweep of 500 tasks for a few of them must not
+        pay for all (``kling.status_sweep``). A row exactly as it was in ``previous`` (the last
+        call's ``raw``) is not even that: its keys come back in ``unchanged``, for the caller to
+        reuse what it made of it last time.
+        """
         _check_page(page, page_size)
-        held = 0
+        found = ListMatch(held=0, tasks=[], unchanged=[], raw={})
 
         def pick(data: Any) -> Any:
-            nonlocal held
+            # Runs on the raw answer (again on a retry): it only compares values.
+            found.raw.clear()
+            found.unchanged.clear()
             if not isinstance(data, list):
                 return data
-            held = min(len(data), page_size)
-            return [row for row in data[:page_size] if not _row_keys(row).isdisjoint(keys)]
+            found.held = min(len(data), page_size)
+            kept = []
+            for row in data[:page_size]:
+                matched = [key for key in _row_keys(row) if key in keys]
+                if not matched:
+                    continue
+                for key in matched:
+                    found.raw[key] = row
+                if previous is not None and any(previous.get(key) == row for key in matched):
+                    found.unchanged.extend(matched)
+                else:
+                    kept.append(row)
+            return kept
 
         params = {"pageNum": str(page), "pageSize": str(page_size)}
         data = await self._read(OMNI_IMAGE_PATH, params=params, select=pick)
-        return held, self._rows(data, page_size)
+        found.tasks.extend(self._rows(data, page_size))
+        return found
 
     async def find_by_external_id(self, external_id: str) -> TaskData | None:
         """The task created with ``external_task_id`` == ``external_id``, or None.
@@ -294,6 +318,20 @@ class KlingClient:
                 hint="The service may be slow or unreachable: try again shortly.",
                 retryable=True,
             ) from None
+
+
+@dataclass
+class ListMatch:
+    """What ``KlingClient.list_matching`` found on one page."""
+
+    #: Rows the page held (fewer than the page size: the last page).
+    held: int
+    #: The wanted rows that are new or changed since ``previous``: cleaned and validated.
+    tasks: list[TaskData]
+    #: Wanted keys whose row is exactly as in ``previous``.
+    unchanged: list[str]
+    #: Wanted key → its raw row (never shown anywhere), to pass back as ``previous``.
+    raw: dict[str, Any]
 
 
 def _check_page(page: int, page_size: int) -> None:

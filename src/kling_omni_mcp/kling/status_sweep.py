@@ -74,6 +74,8 @@ class StatusSweeper:
         #: key → the latest state a sweep found, and when.
         self._seen: dict[str, tuple[float, TaskData]] = {}
         self._unlisted: dict[str, float] = {}
+        #: key → its raw list row last sweep (only compared, never shown): unchanged rows are reused.
+        self._raw: dict[str, object] = {}
         self._pruned = 0.0
         self._next = _Sweep()
         self._running = False
@@ -116,6 +118,7 @@ class StatusSweeper:
         for key in [k for k, at in self._interest.items() if now - at > INTEREST_SECONDS]:
             del self._interest[key]
             self._seen.pop(key, None)
+            self._raw.pop(key, None)
         for key in [k for k, until in self._unlisted.items() if until <= now]:
             del self._unlisted[key]
 
@@ -155,14 +158,21 @@ class StatusSweeper:
         # Up to MAX_PAGES, not a count guessed from len(wanted): other clients' newer tasks (other
         # replicas, other apps on the account) can push the polled ones further back.
         for page in range(1, MAX_PAGES + 1):
-            held, rows = await client.list_matching(wanted, page=page, page_size=PAGE_SIZE)
+            match = await client.list_matching(wanted, page=page, page_size=PAGE_SIZE, previous=self._raw)
             self.pages += 1
-            for task in rows:
+            for task in match.tasks:
                 for key in (task.task_id, task.external_task_id):
                     if key and key in wanted:
                         wanted.discard(key)
                         self._record(key, task, sweep)
-            if not wanted or held < PAGE_SIZE:
+            for key in match.unchanged:
+                seen = self._seen.get(key)
+                if seen is not None and key in wanted:
+                    # The same row as last sweep: the same state, not cleaned and checked again.
+                    wanted.discard(key)
+                    self._record(key, seen[1], sweep)
+            self._raw.update(match.raw)
+            if not wanted or match.held < PAGE_SIZE:
                 break
         self.sweeps += 1
         until = time.monotonic() + UNLISTED_SECONDS
