@@ -81,7 +81,10 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
     from pydantic import SecretStr
 
     from kling_omni_mcp.config import Settings
+    from kling_omni_mcp.runtime import tune_gc
     from kling_omni_mcp.server.app import ServiceSlot, build_server
+
+    tune_gc()  # as the server command does at start
 
     settings = Settings(
         api_key=SecretStr(TEST_KEY),

@@ -97,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         return 2
     configure_logging(settings.log_level, settings.secret_values())
+    if command != "doctor":
+        from kling_omni_mcp.runtime import tune_gc
+
+        tune_gc()
     if command == "doctor":
         from kling_omni_mcp.doctor import run_doctor
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import logging
 import os
 import secrets
@@ -34,7 +35,14 @@ from kling_omni_mcp.media.outputs import ResultStore, remove_live_partials
 from kling_omni_mcp.service import KlingService
 from kling_omni_mcp.store import open_state_store
 
-__all__ = ["auth_from_settings", "open_service", "result_root", "simulator_webhook_secret"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "auth_from_settings",
+    "open_service",
+    "result_root",
+    "simulator_webhook_secret",
+    "tune_gc",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +73,18 @@ def auth_from_settings(settings: Settings) -> Auth:
         "No Kling credentials are configured: set KLING_API_KEY, or KLING_ACCESS_KEY and KLING_SECRET_KEY."
     )
     raise KlingConfigError(problem)
+
+
+#: The garbage collector's thresholds in a server process. Python's defaults (700, 10, 10) rescan
+#: the older objects often; holding 10,000 waits (430 MB of objects) that cost about a sixth of the
+#: CPU (benchmarks: worst delay 24.5 s → 20.0 s, time to put the waits in flight 10.6 s → 7.3 s).
+#: Young collections every 50,000 allocations still free the short-lived cycles soon.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Collect garbage less often: for a server process, at start (see ``GC_THRESHOLDS``)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def result_root(settings: Settings) -> Path:
