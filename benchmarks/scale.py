@@ -69,7 +69,10 @@ async def _child(size: int, base_url: str, out_dir: Path, duration: float) -> di
     from pydantic import SecretStr
 
     from kling_omni_mcp.config import Settings
+    from kling_omni_mcp.runtime import tune_gc
     from kling_omni_mcp.server.app import build_server
+
+    tune_gc()  # as the server command does at start
 
     settings = Settings(
         api_key=SecretStr(TEST_KEY),
