@@ -5,14 +5,16 @@ process has waiters, and a store that fails never ends a wait."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 
 from kling_omni_mcp.kling.models import TaskData
 from kling_omni_mcp.store import TaskEvent
 from kling_omni_mcp.store.solo import SoloLease
-from kling_omni_mcp.watch import WatcherRegistry
+from kling_omni_mcp.watch import WaitOutcome, WatcherRegistry
 from tests.replicas.conftest import until
 from tests.test_watch import Vendor, nothing
 
@@ -96,17 +98,28 @@ class BrokenMarks(OtherLeads):
         raise RuntimeError("store bug")
 
 
+def fast_registry(vendor: Vendor, store: Any) -> WatcherRegistry:
+    """A registry polling ``vendor`` every 0.05 s through ``store`` (a test double of the store)."""
+    return WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=store)
+
+
+def wait_in_background(tg: TaskGroup, registry: WatcherRegistry, key: str) -> list[WaitOutcome]:
+    """Start a 10 s wait on ``key`` in ``tg``; its outcome lands in the returned list."""
+    outcomes: list[WaitOutcome] = []
+
+    async def wait() -> None:
+        outcomes.append(await registry.wait(key, 10, nothing))
+
+    tg.start_soon(wait)
+    return outcomes
+
+
 async def test_a_follower_never_polls_and_answers_from_the_leaders_state() -> None:
     vendor, store = Vendor(), OtherLeads()
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=store)
+    registry = fast_registry(vendor, store)
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
-        outcomes = []
-
-        async def wait() -> None:
-            outcomes.append(await registry.wait("t1", 10, nothing))
-
-        tg.start_soon(wait)
+        outcomes = wait_in_background(tg, registry, "t1")
         await anyio.sleep(0.3)
         assert vendor.polls == {}  # the other replica polls
         assert store.handler is not None
@@ -119,7 +132,7 @@ async def test_a_follower_never_polls_and_answers_from_the_leaders_state() -> No
 
 async def test_the_leader_polls_on_for_waiters_elsewhere_then_gives_the_lease_up() -> None:
     vendor, store = Vendor(polls_needed=10_000), WaitedOnElsewhere()
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=store)
+    registry = fast_registry(vendor, store)
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
         outcome = await registry.wait("t1", 0.3, nothing)
@@ -144,15 +157,10 @@ async def test_the_leader_polls_on_for_waiters_elsewhere_then_gives_the_lease_up
 
 async def test_a_follower_takes_a_free_lease_and_polls() -> None:
     vendor, store = Vendor(polls_needed=2), OtherLeads()
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=store)
+    registry = fast_registry(vendor, store)
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
-        outcomes = []
-
-        async def wait() -> None:
-            outcomes.append(await registry.wait("t1", 10, nothing))
-
-        tg.start_soon(wait)
+        outcomes = wait_in_background(tg, registry, "t1")
         await anyio.sleep(0.2)
         store.free = True  # the holder left or died
         assert store.handler is not None
@@ -163,7 +171,7 @@ async def test_a_follower_takes_a_free_lease_and_polls() -> None:
 
 async def test_a_failing_store_never_ends_a_wait() -> None:
     vendor = Vendor(polls_needed=3)
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=Broken())
+    registry = fast_registry(vendor, Broken())
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
         outcome = await registry.wait("t1", 10, nothing)
@@ -174,7 +182,7 @@ async def test_a_store_failing_on_the_waiting_marks_never_ends_a_wait() -> None:
     # The leader, asking about other waiters once its own left: the store fails, so it stops
     # as a lone process would (nothing escapes into the task group).
     vendor = Vendor(polls_needed=10_000)
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=Broken())
+    registry = fast_registry(vendor, Broken())
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
         outcome = await registry.wait("t1", 0.2, nothing)
@@ -182,15 +190,10 @@ async def test_a_store_failing_on_the_waiting_marks_never_ends_a_wait() -> None:
         await until(lambda: len(registry) == 0, 5)
     # A follower whose marks fail still answers from the leader's states.
     follower = BrokenMarks()
-    registry = WatcherRegistry(vendor.fetch, initial_interval=0.05, max_interval=0.05, shared=follower)
+    registry = fast_registry(vendor, follower)
     async with anyio.create_task_group() as tg:
         registry.attach(tg)
-        outcomes = []
-
-        async def wait() -> None:
-            outcomes.append(await registry.wait("t2", 10, nothing))
-
-        tg.start_soon(wait)
+        outcomes = wait_in_background(tg, registry, "t2")
         await anyio.sleep(0.2)
         assert follower.handler is not None
         follower.handler(TaskEvent("t2", "state", TaskData(task_id="t2", task_status="succeed")))
