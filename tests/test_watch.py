@@ -109,6 +109,32 @@ async def test_heartbeat_ticks_while_nothing_changes(monkeypatch: pytest.MonkeyP
     assert len(ticks) >= 4  # one poll only, yet the waiter heard from the watcher every 0.1 s
 
 
+async def test_waiters_keep_hearing_while_the_vendor_is_slow_to_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poll that takes long (a dripping vendor, retries) must not silence the progress a host
+    needs to keep the call alive: the heartbeat does not wait for the poll loop."""
+
+    async def slow(task_id: str) -> TaskData:
+        await anyio.sleep(1.0)
+        return TaskData(task_id=task_id, task_status="processing")
+
+    registry = WatcherRegistry(slow, initial_interval=30, max_interval=30)
+    ticks: list[float] = []
+
+    async def tick(_task: TaskData | None, elapsed: float) -> None:
+        ticks.append(elapsed)
+
+    monkeypatch.setattr("kling_omni_mcp.watch.HEARTBEAT_SECONDS", 0.1)
+    async with anyio.create_task_group() as tg:
+        registry.attach(tg)
+        await registry.wait("slow", 0.75, tick)
+        tg.cancel_scope.cancel()
+    # The first poll never answered within the wait, yet the waiter heard every ~0.1 s.
+    assert len(ticks) >= 4, ticks
+    assert max(b - a for a, b in zip([0.0, *ticks], ticks, strict=False)) < 0.5, ticks
+
+
 async def test_final_errors_reach_waiters_and_bugs_stay_contained() -> None:
     async def missing(task_id: str) -> TaskData:
         raise KlingTaskNotFoundError("no such task", code=1201)

@@ -135,7 +135,7 @@ class TaskWatcher:
         self._published_at = anyio.current_time()
         changed.set()
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
         """Wake the waiters if they have heard nothing for ``HEARTBEAT_SECONDS`` (their progress)."""
         if anyio.current_time() - self._published_at >= HEARTBEAT_SECONDS:
             self._publish()
@@ -161,7 +161,6 @@ class TaskWatcher:
                     with anyio.move_on_after(next_mark - anyio.current_time()):
                         await self._wake.wait()
                     self._wake = anyio.Event()
-                    self._heartbeat()
                     continue
                 before = self.latest
                 try:
@@ -185,8 +184,6 @@ class TaskWatcher:
                     self._publish()
                     if self.error is None and self.latest is not None:
                         await self._share(self.latest)
-                else:
-                    self._heartbeat()
                 if self.finished or self.handed_to is not None:
                     break
                 leading = await self._sleep(interval)
@@ -259,9 +256,8 @@ class TaskWatcher:
             remaining = end - anyio.current_time()
             if remaining <= 0:
                 break
-            with anyio.move_on_after(min(remaining, self._shared.renew_seconds, HEARTBEAT_SECONDS)):
+            with anyio.move_on_after(min(remaining, self._shared.renew_seconds)):
                 await self._wake.wait()
-            self._heartbeat()
             if self._wake.is_set() or anyio.current_time() >= end:
                 break
             if not await self._wanted(True) or not await self._lead():
@@ -272,8 +268,8 @@ class TaskWatcher:
 
     async def wait(self, budget: float, on_tick: OnTick, start: Callable[[TaskWatcher], None]) -> WaitOutcome:
         """Wait up to ``budget`` seconds for the task to end, calling ``on_tick`` with the latest
-        state and the seconds waited so far on every change, and about every ``HEARTBEAT_SECONDS``
-        (the watcher's heartbeat, checked whenever its loop wakes) when nothing changes."""
+        state and the seconds waited so far on every change, and at most ``HEARTBEAT_SECONDS`` (+ one
+        check interval) apart when nothing changes (the registry's heartbeat)."""
         began = anyio.current_time()
         deadline = began + max(0.0, budget)
         self._waiters += 1
@@ -281,8 +277,8 @@ class TaskWatcher:
             if not self._running and not self.finished:
                 self._running = True
                 start(self)
-            # One deadline for the whole wait: the ticks in between come from the watcher's
-            # heartbeat (``_publish``), not from a timer per waiter; with 10,000 waiters those
+            # One deadline for the whole wait: the ticks in between come from the registry's
+            # heartbeat (``heartbeat``), not from a timer per waiter; with 10,000 waiters those
             # timers firing every few seconds cost most of a core.
             with anyio.CancelScope(deadline=deadline):
                 while True:
@@ -344,6 +340,7 @@ class WatcherRegistry:
         self._watchers: dict[str, TaskWatcher] = {}
         self._aliases: dict[str, str] = {}
         self._task_group: TaskGroup | None = None
+        self._beating = False
 
     def attach(self, task_group: TaskGroup) -> None:
         """Give the registry the task group its poll loops run in (opened by the lifespan)."""
@@ -434,6 +431,20 @@ class WatcherRegistry:
         if self._task_group is None:
             raise RuntimeError("WatcherRegistry.attach() was not called: no task group for poll loops")
         self._task_group.start_soon(watcher.run, name=f"watch:{watcher.key}")
+        if not self._beating:
+            self._beating = True
+            self._task_group.start_soon(self._heartbeat, name="watch:heartbeat")
+
+    async def _heartbeat(self) -> None:
+        """Tick the waiters of every watcher that has been quiet for ``HEARTBEAT_SECONDS``,
+        whatever its loop is doing (a slow vendor call included): one timer for them all."""
+        try:
+            while self._watchers:
+                await anyio.sleep(HEARTBEAT_SECONDS / 8)
+                for watcher in list(self._watchers.values()):
+                    watcher.heartbeat()
+        finally:
+            self._beating = False
 
     def _forget(self, watcher: TaskWatcher) -> None:
         if self._watchers.get(watcher.key) is watcher and watcher.waiters == 0 and not watcher.running:
